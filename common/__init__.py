@@ -1,0 +1,1 @@
+"""Helpers both sides need (config, ids, audio codecs, logging); imports neither side."""

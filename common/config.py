@@ -1,0 +1,162 @@
+"""The one configuration object, read from the environment once per process (CONTRACT §2)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+
+# The emulator's test app. Real deployments override all of these (README "WeChat configuration").
+EMULATOR_APPID = "wxvoicerelay0test0"
+EMULATOR_SECRET = "voicerelay-emulator-secret"
+EMULATOR_PUSH_TOKEN = "voicerelaypushtoken"
+EMULATOR_PUSH_AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"  # 43 chars, as WeChat issues them
+EMULATOR_TEMPLATE_ID = "voicerelay-finished-template"
+
+
+class ConfigError(ValueError):
+    """A configuration value is present but unusable."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    nats_urls: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+
+    s3_endpoint: str = "127.0.0.1:8333"
+    s3_access_key: str = "voicerelay"
+    s3_secret_key: str = "voicerelay-secret"
+    s3_bucket: str = "voicerelay"
+    s3_secure: bool = False
+
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    wechat_appid: str = EMULATOR_APPID
+    wechat_secret: str = EMULATOR_SECRET
+    wechat_push_token: str = EMULATOR_PUSH_TOKEN
+    wechat_push_aes_key: str = EMULATOR_PUSH_AES_KEY
+    wechat_template_id: str = EMULATOR_TEMPLATE_ID
+    wechat_miniprogram_state: str = "developer"
+    wechat_timeout_s: float = 5.0
+
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    public_base_url: str = "http://127.0.0.1:8080"
+    session_secret: str = ""
+    session_ttl_s: int = 7 * 24 * 3600
+
+    worker_metrics_port: int = 9108
+
+    tts_engine: str = "espeak"
+    cosyvoice_model_dir: str | None = None
+
+    rate_limit_per_minute: int = 3
+    text_max_chars: int = 200
+    upload_max_bytes: int = 5 * 1024 * 1024
+    audit_max_age_s: int = 30 * 24 * 3600
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables; unset ones keep their local default."""
+        env = os.environ if environ is None else environ
+        d = cls()
+
+        def text(name: str, default: str) -> str:
+            value = env.get(name, "").strip()
+            return value or default
+
+        def integer(name: str, default: int, minimum: int = 0) -> int:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+            if value < minimum:
+                raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+            return value
+
+        def boolean(name: str, default: bool) -> bool:
+            raw = env.get(name, "").strip().lower()
+            if not raw:
+                return default
+            if raw in {"1", "true", "yes", "on"}:
+                return True
+            if raw in {"0", "false", "no", "off"}:
+                return False
+            raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+        aes_key = env.get("WECHAT_PUSH_AES_KEY", d.wechat_push_aes_key).strip()
+        if aes_key and len(aes_key) != 43:
+            raise ConfigError("WECHAT_PUSH_AES_KEY must be the 43-character EncodingAESKey (or empty)")
+        state = text("WECHAT_MINIPROGRAM_STATE", d.wechat_miniprogram_state)
+        if state not in {"formal", "trial", "developer"}:
+            raise ConfigError("WECHAT_MINIPROGRAM_STATE must be formal, trial or developer")
+        engine = text("TTS_ENGINE", d.tts_engine)
+        if engine not in {"espeak", "cosyvoice3"}:
+            raise ConfigError("TTS_ENGINE must be espeak or cosyvoice3")
+
+        endpoint, secure_from_url = _split_s3_endpoint(text("S3_ENDPOINT", d.s3_endpoint))
+        gateway_port = integer("GATEWAY_PORT", d.gateway_port, minimum=1)
+        session_secret = env.get("SESSION_SECRET", "").strip()
+        if not session_secret:
+            # Tokens then die with the process and differ between instances: fine for one laptop only.
+            log.warning("SESSION_SECRET is not set; using a random one for this process")
+            session_secret = secrets.token_urlsafe(32)
+
+        return cls(
+            nats_urls=tuple(
+                u.strip() for u in text("NATS_URL", ",".join(d.nats_urls)).split(",") if u.strip()
+            ),
+            s3_endpoint=endpoint,
+            s3_access_key=text("S3_ACCESS_KEY", d.s3_access_key),
+            s3_secret_key=text("S3_SECRET_KEY", d.s3_secret_key),
+            s3_bucket=text("S3_BUCKET", d.s3_bucket),
+            s3_secure=boolean("S3_SECURE", secure_from_url if secure_from_url is not None else d.s3_secure),
+            wechat_api_base=text("WECHAT_API_BASE", d.wechat_api_base).rstrip("/"),
+            wechat_appid=text("WECHAT_APPID", d.wechat_appid),
+            wechat_secret=text("WECHAT_SECRET", d.wechat_secret),
+            wechat_push_token=text("WECHAT_PUSH_TOKEN", d.wechat_push_token),
+            wechat_push_aes_key=aes_key,
+            wechat_template_id=text("WECHAT_TEMPLATE_ID", d.wechat_template_id),
+            wechat_miniprogram_state=state,
+            gateway_host=text("GATEWAY_HOST", d.gateway_host),
+            gateway_port=gateway_port,
+            public_base_url=text("PUBLIC_BASE_URL", f"http://127.0.0.1:{gateway_port}").rstrip("/"),
+            session_secret=session_secret,
+            worker_metrics_port=integer("WORKER_METRICS_PORT", d.worker_metrics_port, minimum=1),
+            tts_engine=engine,
+            cosyvoice_model_dir=env.get("COSYVOICE_MODEL_DIR", "").strip() or None,
+            rate_limit_per_minute=integer("RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute, minimum=1),
+            text_max_chars=integer("TEXT_MAX_CHARS", d.text_max_chars, minimum=1),
+            log_level=text("LOG_LEVEL", d.log_level).upper(),
+        )
+
+    def redacted(self) -> dict[str, object]:
+        """The settings as a dict with every secret masked, for logs and `ops doctor`."""
+        hidden = {
+            "s3_secret_key",
+            "wechat_secret",
+            "wechat_push_token",
+            "wechat_push_aes_key",
+            "session_secret",
+        }
+        return {
+            f.name: ("***" if f.name in hidden and getattr(self, f.name) else getattr(self, f.name))
+            for f in dataclasses.fields(self)
+        }
+
+
+def _split_s3_endpoint(value: str) -> tuple[str, bool | None]:
+    """Accept `host:port` (what the minio SDK wants) or a URL; a URL's scheme decides TLS."""
+    if "://" not in value:
+        return value, None
+    parts = urlsplit(value)
+    if not parts.netloc:
+        raise ConfigError(f"S3_ENDPOINT is not a usable URL: {value!r}")
+    return parts.netloc, parts.scheme == "https"

@@ -1,0 +1,1 @@
+"""NATS JetStream: the names, the event envelope, the bus and the shared state built on it."""

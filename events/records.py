@@ -1,0 +1,102 @@
+"""Shared-state records kept in JetStream KV: what a task and a voice are right now."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+import msgspec
+
+
+class TaskStatus(StrEnum):
+    QUEUED = "queued"
+    AWAITING_REVIEW = "awaiting_review"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL_TASK_STATUSES
+
+
+_FINAL_TASK_STATUSES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.REJECTED})
+
+
+class VoiceStatus(StrEnum):
+    PENDING_REVIEW = "pending_review"
+    READY = "ready"
+    REJECTED = "rejected"
+
+
+class ErrorInfo(msgspec.Struct, frozen=True):
+    """A stable snake_case code and a zh-CN message fit for a toast (CONTRACT §3)."""
+
+    code: str
+    message: str
+
+
+class TaskRecord(msgspec.Struct, kw_only=True):
+    task_id: str
+    owner: str
+    status: TaskStatus
+    text: str
+    voice_id: str
+    mode: str
+    format: str
+    speed: float = 1.0
+    instruct: str | None = None
+    notify: bool = False
+    trace_id: str
+    created_at: str
+    updated_at: str
+    audio_key: str | None = None
+    duration_s: float | None = None
+    error: ErrorInfo | None = None
+
+
+class VoiceRecord(msgspec.Struct, kw_only=True):
+    voice_id: str
+    owner: str
+    name: str
+    status: VoiceStatus
+    duration_s: float
+    prompt_text: str
+    created_at: str
+    sample_key: str
+    audio_sha256: str
+    media_trace_id: str | None = None
+    review_label: str | None = None
+
+
+class MediaCheckRecord(msgspec.Struct, kw_only=True):
+    """WeChat's mediaCheckAsync trace_id -> the voice it judges; stored before the call returns."""
+
+    trace_id: str
+    owner: str
+    voice_id: str
+    created_at: str
+
+
+class SessionRecord(msgspec.Struct, kw_only=True):
+    """What code2session gave us for a user; `session_key` only ever stored encrypted."""
+
+    owner: str
+    session_key_encrypted: str
+    unionid: str | None = None
+    updated_at: str
+
+
+# KV keys are `<owner>.<id>`; owners are WeChat openids (28 chars of [A-Za-z0-9_-]).
+_OWNER_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def is_valid_owner(owner: str) -> bool:
+    return bool(_OWNER_RE.match(owner))
+
+
+def owned_key(owner: str, item_id: str) -> str:
+    if not is_valid_owner(owner):
+        raise ValueError("owner is not a valid openid")
+    return f"{owner}.{item_id}"

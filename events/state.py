@@ -1,0 +1,186 @@
+"""Typed tables over JetStream KV with compare-and-set updates; shared by every instance."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Generic, TypeVar
+
+import msgspec
+import nats.errors
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue, StopIterSentinel
+
+from events import names
+from events.bus import EventBus
+from events.envelope import utc_now_iso
+from events.records import (
+    ErrorInfo,
+    MediaCheckRecord,
+    SessionRecord,
+    TaskRecord,
+    TaskStatus,
+    VoiceRecord,
+    owned_key,
+)
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=msgspec.Struct)
+
+_CAS_ATTEMPTS = 20
+
+
+class ConcurrentUpdateError(RuntimeError):
+    """A record kept changing under a compare-and-set loop."""
+
+
+class KvTable(Generic[R]):
+    """Records of one type in one KV bucket."""
+
+    def __init__(self, kv: KeyValue, record_type: type[R]) -> None:
+        self._kv = kv
+        self._type = record_type
+        self._decoder = msgspec.json.Decoder(record_type)
+
+    async def get(self, key: str) -> R | None:
+        found = await self._get(key)
+        return found[0] if found else None
+
+    async def _get(self, key: str) -> tuple[R, int] | None:
+        try:
+            entry = await self._kv.get(key)
+        except KeyNotFoundError:
+            return None
+        if entry.value is None or entry.operation in {"DEL", "PURGE"}:
+            return None
+        return self._decoder.decode(entry.value), entry.revision
+
+    async def create(self, key: str, record: R) -> None:
+        await self._kv.create(key, msgspec.json.encode(record))
+
+    async def put(self, key: str, record: R) -> None:
+        await self._kv.put(key, msgspec.json.encode(record))
+
+    async def update(self, key: str, mutate: Callable[[R], R | None]) -> R | None:
+        """Apply `mutate` atomically; it returns the new record, or None to leave it as it is.
+
+        Returns the record as stored afterwards, or None if the key does not exist.
+        """
+        for _ in range(_CAS_ATTEMPTS):
+            found = await self._get(key)
+            if found is None:
+                return None
+            current, revision = found
+            changed = mutate(msgspec.structs.replace(current))
+            if changed is None:
+                return current
+            try:
+                await self._kv.update(key, msgspec.json.encode(changed), last=revision)
+            except KeyWrongLastSequenceError:
+                continue
+            return changed
+        raise ConcurrentUpdateError(key)
+
+    async def delete(self, key: str) -> None:
+        await self._kv.purge(key)
+
+    async def keys(self, pattern: str) -> list[str]:
+        """Live keys matching a subject pattern such as `owner.*`, filtered by the server.
+
+        (nats-py's own `keys(filters=…)` reads every key of the bucket and matches substrings.)
+        """
+        watcher = await self._kv.watch(pattern, meta_only=True, ignore_deletes=True)
+        found: list[str] = []
+        try:
+            async for entry in watcher:
+                if entry is None:  # initial values delivered
+                    break
+                found.append(entry.key)
+        finally:
+            await watcher.stop()
+        return found
+
+    @contextlib.asynccontextmanager
+    async def watch(self, key: str) -> AsyncIterator[RecordWatch[R]]:
+        """Follow one key: its current record first, then every change."""
+        watcher = await self._kv.watch(key, include_history=False)
+        try:
+            yield RecordWatch(watcher, self._decoder)
+        finally:
+            await watcher.stop()
+
+
+class RecordWatch(Generic[R]):
+    """Successive states of one watched key."""
+
+    def __init__(self, watcher: KeyValue.KeyWatcher, decoder: msgspec.json.Decoder) -> None:
+        self._watcher = watcher
+        self._decoder = decoder
+
+    async def next(self, timeout_s: float) -> R | None:
+        """The next state (None once deleted); raises TimeoutError when nothing changed in time."""
+        while True:
+            try:
+                entry = await self._watcher.updates(timeout=timeout_s)
+            except nats.errors.TimeoutError:
+                raise TimeoutError from None
+            if entry is None:  # the "initial values delivered" marker: nothing to report
+                continue
+            if isinstance(entry, StopIterSentinel):
+                return None
+            if entry.value is None or entry.operation in {"DEL", "PURGE"}:
+                return None
+            return self._decoder.decode(entry.value)
+
+
+class TaskTable(KvTable[TaskRecord]):
+    async def transition(
+        self,
+        owner: str,
+        task_id: str,
+        status: TaskStatus,
+        *,
+        allowed_from: frozenset[TaskStatus] | None = None,
+        **changes: object,
+    ) -> TaskRecord | None:
+        """Move a task to `status` unless it is already final (or not in `allowed_from`).
+
+        Returns the stored record (changed or not), None when the task does not exist.
+        """
+
+        def mutate(task: TaskRecord) -> TaskRecord | None:
+            if task.status.is_final and task.status != status:
+                return None
+            if allowed_from is not None and task.status not in allowed_from:
+                return None
+            return msgspec.structs.replace(task, status=status, updated_at=utc_now_iso(), **changes)
+
+        return await self.update(owned_key(owner, task_id), mutate)
+
+    async def fail(self, owner: str, task_id: str, error: ErrorInfo) -> TaskRecord | None:
+        return await self.transition(owner, task_id, TaskStatus.FAILED, error=error)
+
+    async def list_for(self, owner: str, limit: int) -> list[TaskRecord]:
+        """The owner's newest tasks first (task ids sort by creation time)."""
+        keys = sorted(await self.keys(f"{owner}.*"), reverse=True)[:limit]
+        tasks = [await self.get(key) for key in keys]
+        return [t for t in tasks if t is not None]
+
+
+class VoiceTable(KvTable[VoiceRecord]):
+    async def list_for(self, owner: str) -> list[VoiceRecord]:
+        keys = sorted(await self.keys(f"{owner}.*"), reverse=True)
+        voices = [await self.get(key) for key in keys]
+        return [v for v in voices if v is not None]
+
+
+class SharedState:
+    """Every KV table, built once from a connected bus whose topology is ensured."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.tasks = TaskTable(bus.kv(names.TASKS_BUCKET), TaskRecord)
+        self.voices = VoiceTable(bus.kv(names.VOICES_BUCKET), VoiceRecord)
+        self.media_checks = KvTable(bus.kv(names.MEDIA_CHECKS_BUCKET), MediaCheckRecord)
+        self.sessions = KvTable(bus.kv(names.SESSIONS_BUCKET), SessionRecord)

@@ -1,0 +1,5 @@
+"""`python -m ops <verb>`."""
+
+from ops.cli import main
+
+raise SystemExit(main())

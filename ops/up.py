@@ -1,0 +1,321 @@
+"""Run the whole local stack in the foreground: NATS JetStream, SeaweedFS S3, the WeChat emulator (unless
+WECHAT_API_BASE points elsewhere), the gateway and one worker. Ctrl-C or SIGTERM stops everything in
+reverse order and leaves no process behind.
+
+Ports: NATS_PORT (4222), NATS_MONITOR_PORT (8222), S3_PORT (8333; SeaweedFS also takes the next four
+ports and each of those + 10000), EMULATOR_PORT (8090), GATEWAY_PORT (8080), WORKER_METRICS_PORT (9108).
+Data and logs: VOICERELAY_DATA_DIR (default var/ in the repository). Readiness limit per service:
+VOICERELAY_START_TIMEOUT_S (60). The services get their configuration as CONTRACT §2 variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Coroutine, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from common.config import ConfigError, Settings
+from common.logs import configure_logging
+from ops.services import (
+    LOCALHOST,
+    ManagedProcess,
+    NatsServer,
+    PortInUse,
+    SeaweedS3,
+    ServiceError,
+    Stack,
+    ensure_port_free,
+    http_probe,
+)
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+READY_LINE = "VoiceRelay is up"
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UpConfig:
+    """What `ops up` needs, read once from the environment."""
+
+    data_dir: Path
+    nats_port: int
+    nats_monitor_port: int
+    s3_port: int
+    emulator_port: int
+    gateway_port: int
+    worker_metrics_port: int
+    external_wechat_api_base: str | None  # set: use it and start no emulator
+    s3_access_key: str
+    s3_secret_key: str
+    s3_bucket: str
+    public_base_url: str
+    session_secret: str
+    start_timeout_s: float
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> UpConfig:
+        env = os.environ if environ is None else environ
+        defaults = Settings()
+
+        def text(name: str, default: str) -> str:
+            return env.get(name, "").strip() or default
+
+        def port(name: str, default: int) -> int:
+            raw = text(name, str(default))
+            if not raw.isdigit() or not 0 < int(raw) < 65536:
+                raise ConfigError(f"{name} must be a port number (1–65535), got {raw!r}")
+            return int(raw)
+
+        timeout_raw = text("VOICERELAY_START_TIMEOUT_S", "60")
+        try:
+            start_timeout_s = float(timeout_raw)
+        except ValueError:
+            raise ConfigError(f"VOICERELAY_START_TIMEOUT_S must be a number, got {timeout_raw!r}") from None
+        gateway_port = port("GATEWAY_PORT", defaults.gateway_port)
+        return cls(
+            data_dir=Path(text("VOICERELAY_DATA_DIR", str(REPO_ROOT / "var"))).resolve(),
+            nats_port=port("NATS_PORT", 4222),
+            nats_monitor_port=port("NATS_MONITOR_PORT", 8222),
+            s3_port=port("S3_PORT", 8333),
+            emulator_port=port("EMULATOR_PORT", 8090),
+            gateway_port=gateway_port,
+            worker_metrics_port=port("WORKER_METRICS_PORT", 9108),
+            external_wechat_api_base=env.get("WECHAT_API_BASE", "").strip().rstrip("/") or None,
+            s3_access_key=text("S3_ACCESS_KEY", defaults.s3_access_key),
+            s3_secret_key=text("S3_SECRET_KEY", defaults.s3_secret_key),
+            s3_bucket=text("S3_BUCKET", defaults.s3_bucket),
+            public_base_url=text("PUBLIC_BASE_URL", f"http://{LOCALHOST}:{gateway_port}").rstrip("/"),
+            # One per run unless pinned: tokens from an earlier run are then simply invalid.
+            session_secret=text("SESSION_SECRET", secrets.token_urlsafe(32)),
+            start_timeout_s=start_timeout_s,
+        )
+
+    @property
+    def start_emulator(self) -> bool:
+        return self.external_wechat_api_base is None
+
+    @property
+    def wechat_api_base(self) -> str:
+        return self.external_wechat_api_base or f"http://{LOCALHOST}:{self.emulator_port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{LOCALHOST}:{self.gateway_port}"
+
+    @property
+    def worker_url(self) -> str:
+        return f"http://{LOCALHOST}:{self.worker_metrics_port}"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    def ports(self) -> list[tuple[int, str, str]]:
+        """Every port the stack will listen on, as (port, what, the variable that moves it)."""
+        planned = [
+            (self.nats_port, "nats", "NATS_PORT"),
+            (self.nats_monitor_port, "nats monitoring", "NATS_MONITOR_PORT"),
+        ]
+        seaweed = SeaweedS3.all_ports_for(self.s3_port)
+        planned += [(port, f"SeaweedFS {role}", "S3_PORT") for role, port in seaweed.items()]
+        if self.start_emulator:
+            planned.append((self.emulator_port, "WeChat emulator", "EMULATOR_PORT"))
+        planned += [
+            (self.gateway_port, "gateway", "GATEWAY_PORT"),
+            (self.worker_metrics_port, "worker metrics", "WORKER_METRICS_PORT"),
+        ]
+        return planned
+
+
+def check_ports(config: UpConfig) -> None:
+    """Fail before starting anything: two services on one port, or a port someone else holds."""
+    owners: dict[int, tuple[str, str]] = {}
+    for port, what, env_var in config.ports():
+        if port in owners:
+            other, other_var = owners[port]
+            raise ConfigError(f"port {port} is planned for both {other} ({other_var}) and {what} ({env_var})")
+        owners[port] = (what, env_var)
+    for port, what, env_var in config.ports():
+        ensure_port_free(port, what, env_var=env_var)
+
+
+def service_env(config: UpConfig, nats: NatsServer, s3: SeaweedS3) -> dict[str, str]:
+    """The CONTRACT §2 environment every service of the stack gets (on top of ours)."""
+    return dict(
+        os.environ,
+        NATS_URL=nats.url or "",
+        S3_ENDPOINT=s3.endpoint,
+        S3_ACCESS_KEY=s3.access_key,
+        S3_SECRET_KEY=s3.secret_key,
+        S3_BUCKET=config.s3_bucket,
+        S3_SECURE="false",
+        WECHAT_API_BASE=config.wechat_api_base,
+        GATEWAY_PORT=str(config.gateway_port),
+        PUBLIC_BASE_URL=config.public_base_url,
+        SESSION_SECRET=config.session_secret,
+        WORKER_METRICS_PORT=str(config.worker_metrics_port),
+        EMULATOR_PORT=str(config.emulator_port),
+        WECHAT_PUSH_URL=f"{config.gateway_url}/wechat/push",
+        PYTHONUNBUFFERED="1",  # so a crash's last lines are in the log file when we print its tail
+    )
+
+
+def python_service(
+    name: str, module: str, *, config: UpConfig, env: Mapping[str, str], url: str, health_path: str
+) -> ManagedProcess:
+    """One of our own services, run by this interpreter from the repository root."""
+    return ManagedProcess(
+        name,
+        [sys.executable, "-m", module],
+        log_path=config.logs_dir / f"{name}.log",
+        env=env,
+        cwd=REPO_ROOT,
+        url=url,
+        probe=http_probe(url + health_path),
+        start_timeout_s=config.start_timeout_s,
+    )
+
+
+async def start_all(stack: Stack, config: UpConfig) -> None:
+    """Start the services in dependency order, each ready before the next begins."""
+    nats = NatsServer(
+        config.data_dir / "nats",
+        port=config.nats_port,
+        monitor_port=config.nats_monitor_port,
+        log_path=config.logs_dir / "nats.log",
+        start_timeout_s=config.start_timeout_s,
+    )
+    s3 = SeaweedS3(
+        config.data_dir / "s3",
+        s3_port=config.s3_port,
+        access_key=config.s3_access_key,
+        secret_key=config.s3_secret_key,
+        buckets=(config.s3_bucket,),
+        log_path=config.logs_dir / "s3.log",
+        start_timeout_s=config.start_timeout_s,
+    )
+    await stack.start(nats)
+    await stack.start(s3)
+    env = service_env(config, nats, s3)
+    if config.start_emulator:
+        await stack.start(
+            python_service(
+                "emulator",
+                "wechat_adapter.emulator",
+                config=config,
+                env=env,
+                url=config.wechat_api_base,
+                health_path="/healthz",
+            )
+        )
+    await stack.start(
+        python_service(
+            "gateway", "wechat_adapter", config=config, env=env, url=config.gateway_url, health_path="/readyz"
+        )
+    )
+    await stack.start(
+        python_service(
+            "worker", "synth_worker", config=config, env=env, url=config.worker_url, health_path="/healthz"
+        )
+    )
+
+
+def banner(config: UpConfig) -> str:
+    wechat = (
+        ("WeChat emulator", config.wechat_api_base)
+        if config.start_emulator
+        else ("WeChat API", f"{config.wechat_api_base}  (external; no emulator started)")
+    )
+    rows = [
+        ("gateway API", config.gateway_url),
+        ("H5 demo", f"{config.gateway_url}/demo/"),
+        ("metrics", f"{config.gateway_url}/metrics  (worker: {config.worker_url}/metrics)"),
+        wechat,
+        (
+            "NATS",
+            f"nats://{LOCALHOST}:{config.nats_port}  (monitoring http://{LOCALHOST}:{config.nats_monitor_port})",
+        ),
+        ("S3", f"http://{LOCALHOST}:{config.s3_port}  (bucket {config.s3_bucket})"),
+        ("logs", str(config.logs_dir)),
+    ]
+    lines = [f"{READY_LINE} — Ctrl-C stops everything", *(f"  {name:<16} {value}" for name, value in rows)]
+    return "\n".join(lines)
+
+
+async def _unless_stopped(coro: Coroutine[Any, Any, T], stop: asyncio.Event) -> tuple[bool, T | None]:
+    """Run `coro` until it finishes or `stop` is set (then cancel it): (finished, its result)."""
+    work = asyncio.create_task(coro)
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (work, stopped):
+            task.cancel()
+        await asyncio.gather(work, stopped, return_exceptions=True)
+    if work.cancelled():
+        return False, None
+    return True, work.result()
+
+
+async def serve(config: UpConfig) -> int:
+    """Start the stack, stay up until a signal or a child's death, then stop it all: the exit status."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with Stack() as stack:
+            started, _ = await _unless_stopped(start_all(stack, config), stop)
+            if not started:
+                log.info("stop requested during start-up; stopping what has started")
+                return EXIT_OK
+            print(banner(config), flush=True)
+            finished, exited = await _unless_stopped(stack.wait_for_exit(), stop)
+            if finished and exited is not None:
+                log.error(
+                    "%s exited unexpectedly (%s); stopping the stack", exited.name, exited.describe_exit()
+                )
+                print(
+                    f"{exited.name} exited ({exited.describe_exit()}); last lines of {exited.log_path}:\n"
+                    f"{exited.log_tail()}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return EXIT_FAILED
+            return EXIT_OK
+    except ServiceError as exc:
+        print(f"ops up: {exc}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    finally:
+        # Kept until the stack is down, so a second Ctrl-C cannot interrupt the clean-up itself.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """`ops up` takes no arguments: everything comes from the environment (see the module docstring)."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
+def run(args: argparse.Namespace) -> int:
+    configure_logging(os.environ.get("LOG_LEVEL", "INFO").upper(), process="ops")
+    try:
+        config = UpConfig.from_env()
+        check_ports(config)
+    except (ConfigError, PortInUse) as exc:
+        print(f"ops up: {exc}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+    log.info("data in %s, logs in %s", config.data_dir, config.logs_dir)
+    return asyncio.run(serve(config))

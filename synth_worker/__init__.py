@@ -1,0 +1,1 @@
+"""Synthesis workers: pull jobs, run the engine, store audio, publish completion."""

@@ -1,0 +1,19 @@
+"""Speech engines behind one interface: `espeak` (CPU, development and CI) and `cosyvoice3` (GPU)."""
+
+from synth_worker.engines.base import (
+    Engine,
+    EngineError,
+    EngineInputError,
+    EngineUnavailable,
+    SynthesisRequest,
+    load_engine,
+)
+
+__all__ = [
+    "Engine",
+    "EngineError",
+    "EngineInputError",
+    "EngineUnavailable",
+    "SynthesisRequest",
+    "load_engine",
+]

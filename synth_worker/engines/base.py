@@ -1,0 +1,84 @@
+"""The interface between the worker and a speech engine, and the one place engines are chosen.
+
+An engine is loaded once per process and called one request at a time from the worker's
+single-thread executor: models and C libraries keep state that is not safe to share.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from common.audio import Pcm
+from common.presets import PRESETS_BY_ID
+
+MODES = frozenset({"zero_shot", "instruct", "cross_lingual"})
+ENGINE_NAMES = ("espeak", "cosyvoice3")
+
+
+class EngineError(Exception):
+    """Synthesis failed."""
+
+
+class EngineInputError(EngineError):
+    """This input can never succeed (a poison job): fail the task, do not retry it."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine cannot start: a library or model is missing or broken."""
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    """One synthesis; validated on construction so that an engine only sees well-formed requests."""
+
+    text: str
+    mode: str  # one of MODES
+    prompt: Pcm = field(repr=False)  # the user's voice sample, 16 kHz mono
+    prompt_text: str  # its transcript (zero_shot)
+    speaker_key: str  # owner + sample hash: the key of any speaker cache, never the transcript
+    instruct: str | None = None  # a preset id from common.presets (mode "instruct" only)
+    speed: float = 1.0
+    language: str | None = None  # target language where the engine needs telling, e.g. "en"
+
+    def __post_init__(self) -> None:
+        if not self.text.strip():
+            raise EngineInputError("text is empty")
+        if self.mode not in MODES:
+            raise EngineInputError(f"unknown mode {self.mode!r}; expected one of {sorted(MODES)}")
+        if (self.mode == "instruct") != (self.instruct is not None):
+            raise EngineInputError("mode 'instruct' needs a preset, and only it takes one")
+        if self.instruct is not None and self.instruct not in PRESETS_BY_ID:
+            raise EngineInputError(f"unknown preset {self.instruct!r}")
+        if not (math.isfinite(self.speed) and self.speed > 0):
+            raise EngineInputError(f"speed must be a positive number, not {self.speed}")
+        if not self.speaker_key:
+            raise EngineInputError("speaker_key is empty")
+
+
+class Engine(Protocol):
+    name: str
+    version: str  # reported with every result, e.g. "espeak-ng-1.52.0"
+    sample_rate_hz: int
+
+    def synthesize(self, request: SynthesisRequest) -> Pcm:
+        """Blocking; one call at a time per engine instance."""
+        ...
+
+
+def load_engine(name: str, *, model_dir: str | None = None) -> Engine:
+    """Start the named engine (slow: run it in the engine's executor, once per process).
+
+    Engine modules are imported here, not at the top, so a CPU worker never imports torch.
+    Raises EngineUnavailable with a message fit for the operator.
+    """
+    if name == "espeak":  # model_dir is not used: espeak's data ships in its wheel
+        try:
+            from synth_worker.engines.espeak import EspeakEngine
+        except ImportError as exc:
+            raise EngineUnavailable(f"espeak engine cannot be imported: {exc}") from exc
+        return EspeakEngine()
+    if name == "cosyvoice3":
+        raise EngineUnavailable("the cosyvoice3 engine is not available yet; use TTS_ENGINE=espeak")
+    raise EngineUnavailable(f"unknown engine {name!r}; expected one of {list(ENGINE_NAMES)}")

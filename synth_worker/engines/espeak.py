@@ -1,0 +1,249 @@
+"""The CPU engine: espeak-ng 1.52 through ctypes, for development, CI and laptops.
+
+It speaks the text in Mandarin, Cantonese or English; it does not clone the prompt voice yet and
+will never reach cloning quality: a stand-in so the whole pipeline runs without a GPU (DESIGN.md).
+The library and its data (with `cmn` and `yue`) come from the `espeakng-loader` wheel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import re
+import shutil
+import tempfile
+import threading
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import espeakng_loader
+import numpy as np
+
+from common.audio import Pcm
+from synth_worker.engines.base import EngineError, EngineInputError, EngineUnavailable, SynthesisRequest
+
+log = logging.getLogger(__name__)
+
+# speak_lib.h constants
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_POS_CHARACTER = 1
+_CHARS_UTF8 = 1
+_EE_OK = 0
+_PARAM_RATE, _PARAM_VOLUME, _PARAM_PITCH, _PARAM_RANGE = 1, 2, 3, 4
+# int callback(short *wav, int numsamples, espeak_EVENT *events); returning 0 continues synthesis.
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+)
+
+_BASE_RATE_WPM = 175  # espeak's default speaking rate
+_MIN_RATE_WPM, _MAX_RATE_WPM = 80, 450
+_STEADY_VARIANT = "voicerelay-steady"  # see _steady_data_dir
+
+_MANDARIN, _CANTONESE, _ENGLISH = "cmn", "yue", "en"
+_CANTONESE_PRESET = "guangdong"  # 粤语（广东话）
+# Explicit request.language -> espeak voice; all of these ship in the wheel's data.
+_LANGUAGE_VOICES = {
+    "zh": _MANDARIN, "cmn": _MANDARIN, "yue": _CANTONESE, "en": _ENGLISH,
+    "ja": "ja", "ko": "ko", "de": "de", "es": "es", "fr": "fr", "it": "it", "ru": "ru",
+}  # fmt: skip
+# How espeak approximates the other presets. Dialects other than Cantonese have no espeak voice
+# and are spoken in Mandarin.
+_PRESET_RATE_FACTORS = {"faster": 1.3, "slower": 0.75}
+_PRESET_VOLUMES = {"louder": 150, "softer": 55}  # espeak amplitude, 0..200, default 100
+_PRESET_PITCH_RANGES = {"happy": (65, 80), "sad": (38, 25), "angry": (55, 90)}  # 0..100, default 50/50
+
+# CosyVoice markup that espeak would read aloud: [breath], [laughter], pinyin fixes such as
+# 她[h][ào]干净, and <strong>…</strong>. Brackets must start with a Latin letter, so "[1]" stays.
+_BRACKET_TAG = re.compile(r"\[[A-Za-z\u00c0-\u024f][A-Za-z\u00c0-\u024f0-9_-]{0,31}\]")
+_STRONG_TAG = re.compile(r"</?strong>", re.IGNORECASE)
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")  # a NUL would end the C string early
+_SPACES = re.compile(r"\s+")
+_LATIN_WORD = re.compile(r"[A-Za-z]+")
+_HAN_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+
+
+def strip_markup(text: str) -> str:
+    """The text espeak should speak: CosyVoice's inline markup and control characters removed."""
+    text = _STRONG_TAG.sub("", _BRACKET_TAG.sub("", text))
+    return _SPACES.sub(" ", _CONTROL_CHARS.sub(" ", text)).strip()
+
+
+def choose_voice(text: str, *, instruct: str | None, language: str | None) -> str:
+    """The espeak voice: an explicit language, else English for mostly-Latin text, else Chinese.
+
+    Chinese is Mandarin unless the preset asks for Cantonese.
+    """
+    if language is not None:
+        voice = _LANGUAGE_VOICES.get(language.lower())
+        if voice is None:
+            raise EngineInputError(f"espeak does not speak language {language!r}")
+    elif len(_LATIN_WORD.findall(text)) > len(_HAN_CHAR.findall(text)):
+        voice = _ENGLISH
+    else:
+        voice = _MANDARIN
+    return _CANTONESE if voice == _MANDARIN and instruct == _CANTONESE_PRESET else voice
+
+
+@dataclass(frozen=True)
+class Prosody:
+    """espeak's own parameter scales, set afresh on every call (the library remembers them)."""
+
+    rate_wpm: int
+    volume: int = 100
+    pitch: int = 50
+    pitch_range: int = 50
+
+    @classmethod
+    def for_request(cls, speed: float, instruct: str | None) -> Prosody:
+        wpm = _BASE_RATE_WPM * speed * _PRESET_RATE_FACTORS.get(instruct or "", 1.0)
+        pitch, pitch_range = _PRESET_PITCH_RANGES.get(instruct or "", (50, 50))
+        return cls(
+            rate_wpm=min(_MAX_RATE_WPM, max(_MIN_RATE_WPM, round(wpm))),
+            volume=_PRESET_VOLUMES.get(instruct or "", 100),
+            pitch=pitch,
+            pitch_range=pitch_range,
+        )
+
+
+class EspeakEngine:
+    """Engine "espeak": Pcm float32 at 22050 Hz, identical output for identical requests.
+
+    Use one call at a time (as the worker's single-thread executor does): every instance drives
+    the same process-wide C library, so concurrent calls only queue on its lock.
+    """
+
+    name = "espeak"
+
+    def __init__(self) -> None:
+        self._native = _native_library()
+        self.version = f"espeak-ng-{self._native.version}"
+        self.sample_rate_hz = self._native.sample_rate_hz
+
+    def synthesize(self, request: SynthesisRequest) -> Pcm:
+        """Blocking: about 1 ms of CPU per second of speech."""
+        text = strip_markup(request.text)
+        if not text:
+            raise EngineInputError("nothing to say once markup is removed")
+        voice = choose_voice(text, instruct=request.instruct, language=request.language)
+        pcm16 = self._native.synthesize(text, voice, Prosody.for_request(request.speed, request.instruct))
+        if pcm16.size == 0:
+            raise EngineInputError("espeak produced no audio for this text")
+        # Speaker adaptation plugs in here: map these samples toward request.prompt (closest voice
+        # variant by speaker embedding, WORLD F0 and envelope warp; DESIGN.md "The CPU engine").
+        # Variants it picks must keep flutter and roughness at 0 to stay deterministic.
+        return Pcm(pcm16.astype(np.float32) / 32768.0, self.sample_rate_hz)
+
+
+class _NativeEspeak:
+    """The process's libespeak-ng.
+
+    The C library has one global state per process (data path, voice, parameters, the synth
+    callback, the wave generator), so there is one instance of this class per process, shared by
+    every EspeakEngine, and each call holds `_NATIVE_LOCK` from setting the voice to the last sample.
+    """
+
+    def __init__(self) -> None:
+        try:
+            lib = ctypes.CDLL(espeakng_loader.get_library_path())
+            source = Path(espeakng_loader.get_data_path())
+            data_dir = _steady_data_dir(source)  # read during synthesis too: removed only with this object
+        except (OSError, RuntimeError) as exc:
+            raise EngineUnavailable(f"libespeak-ng from espeakng-loader cannot be set up: {exc}") from exc
+        weakref.finalize(self, shutil.rmtree, data_dir, ignore_errors=True)
+        _declare_signatures(lib)
+        rate_hz = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, str(data_dir).encode(), 0)
+        if rate_hz <= 0:
+            raise EngineUnavailable(f"espeak_Initialize failed with data at {source}")
+        self._lib = lib
+        self._chunks: list[bytes] = []
+        self._callback = _SYNTH_CALLBACK(self._collect)  # referenced here: C keeps only the pointer
+        lib.espeak_SetSynthCallback(self._callback)
+        self.sample_rate_hz: int = rate_hz
+        self.version: str = lib.espeak_Info(None).decode()
+        for voice in (_MANDARIN, _CANTONESE, _ENGLISH):
+            if lib.espeak_SetVoiceByName(f"{voice}+{_STEADY_VARIANT}".encode()) != _EE_OK:
+                raise EngineUnavailable(f"espeak-ng data at {source} lacks the {voice!r} voice")
+        log.info("espeak-ng %s ready at %d Hz", self.version, rate_hz)
+
+    def _collect(self, wav: ctypes._Pointer[ctypes.c_short], n_samples: int, _events: int | None) -> int:
+        if wav and n_samples > 0:
+            self._chunks.append(ctypes.string_at(wav, n_samples * 2))
+        return 0
+
+    def synthesize(self, text: str, voice: str, prosody: Prosody) -> np.ndarray:
+        """int16 samples of `text` spoken by `voice`."""
+        encoded = text.encode("utf-8")
+        with _NATIVE_LOCK:
+            if self._lib.espeak_SetVoiceByName(f"{voice}+{_STEADY_VARIANT}".encode()) != _EE_OK:
+                raise EngineError(f"espeak cannot select voice {voice!r}")
+            # All four on every call: the library would otherwise keep the previous call's values.
+            for parameter, value in (
+                (_PARAM_RATE, prosody.rate_wpm),
+                (_PARAM_VOLUME, prosody.volume),
+                (_PARAM_PITCH, prosody.pitch),
+                (_PARAM_RANGE, prosody.pitch_range),
+            ):
+                self._lib.espeak_SetParameter(parameter, value, 0)
+            self._chunks = []
+            status = self._lib.espeak_Synth(
+                encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
+            )
+            self._lib.espeak_Synchronize()
+            chunks, self._chunks = self._chunks, []
+        if status != _EE_OK:
+            raise EngineError(f"espeak_Synth failed with status {status}")
+        return np.frombuffer(b"".join(chunks), dtype=np.int16)
+
+
+def _declare_signatures(lib: ctypes.CDLL) -> None:
+    lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+    lib.espeak_Initialize.restype = ctypes.c_int
+    lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
+    lib.espeak_SetSynthCallback.restype = None
+    lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+    lib.espeak_SetVoiceByName.restype = ctypes.c_int
+    lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    lib.espeak_SetParameter.restype = ctypes.c_int
+    lib.espeak_Synth.argtypes = [
+        ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
+        ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p,
+    ]  # fmt: skip
+    lib.espeak_Synth.restype = ctypes.c_int
+    lib.espeak_Synchronize.argtypes = []
+    lib.espeak_Synchronize.restype = ctypes.c_int
+    lib.espeak_Info.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
+    lib.espeak_Info.restype = ctypes.c_char_p
+
+
+def _steady_data_dir(source: Path) -> Path:
+    """espeak's data directory, linked entry by entry, plus one voice variant of ours.
+
+    espeak-ng keeps the phases of its pitch flutter and voice roughness in static variables that
+    run on from call to call, so the same text came out a few samples different each time. Our
+    variant sets both to zero, which makes the output depend on the request alone. espeak reads
+    variants only from its data directory, and the installed one is left untouched.
+    """
+    root = Path(tempfile.mkdtemp(prefix="voicerelay-espeak-"))
+    for entry in source.iterdir():
+        if entry.name != "voices":
+            (root / entry.name).symlink_to(entry)
+    variants = root / "voices" / "!v"
+    variants.mkdir(parents=True)
+    (variants / _STEADY_VARIANT).write_text(
+        f"language variant\nname {_STEADY_VARIANT}\nflutter 0\nroughness 0\n", encoding="ascii"
+    )
+    return root
+
+
+# Process-wide because libespeak-ng is (see _NativeEspeak); created on first use.
+_NATIVE_LOCK = threading.Lock()
+_native: _NativeEspeak | None = None
+
+
+def _native_library() -> _NativeEspeak:
+    global _native
+    with _NATIVE_LOCK:
+        if _native is None:
+            _native = _NativeEspeak()
+        return _native

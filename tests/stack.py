@@ -1,0 +1,155 @@
+"""The whole VoiceRelay stack for tests: gateway, worker and WeChat emulator on real ports,
+over the real nats-server and S3 fixtures. Imported into conftest.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import numpy as np
+import pytest
+from aiohttp import web
+from api_client import ApiClient
+
+from common.audio import Pcm, encode_audio
+from common.config import Settings
+from events import names
+from events.bus import EventBus
+from ops.services import NatsServer, SeaweedS3, free_port
+from storage.objects import ObjectStore
+from synth_worker.engines.base import SynthesisRequest
+from synth_worker.engines.espeak import EspeakEngine
+from synth_worker.worker import run_worker
+from wechat_adapter.app import create_app
+from wechat_adapter.emulator.app import EMULATOR_KEY, Emulator, EmulatorConfig, create_emulator_app
+
+SAMPLE_TEXT = "今天天气很好，我们一起去公园散步吧。我喜欢听音乐，也喜欢看书。"
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    emulator: Emulator
+    bus: EventBus  # the tests' own connection, for looking at the stream
+    store: ObjectStore
+    http: aiohttp.ClientSession
+
+    @property
+    def url(self) -> str:
+        return self.settings.public_base_url
+
+    def client(self) -> ApiClient:
+        return ApiClient(self.http, self.url)
+
+    async def user(self, name: str | None = None) -> ApiClient:
+        """A freshly logged-in mini program user."""
+        client = self.client()
+        reply = await client.login(f"{name or uuid.uuid4().hex}:{uuid.uuid4().hex[:8]}")
+        assert reply.status == 200, reply.body
+        return client
+
+    async def stream_last_seq(self) -> int:
+        return (await self.bus.js.stream_info(names.STREAM)).state.last_seq
+
+    async def ready_voice(self, client: ApiClient, audio: bytes | None = None, **upload) -> dict:
+        reply = await client.upload_voice(audio or speech_sample("wav"), **upload)
+        assert reply.status == 201, reply.body
+        voice = await client.wait_voice(reply.body["voice_id"])
+        assert voice["status"] == "ready", voice
+        return voice
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application, port: int) -> AsyncIterator[None]:
+    runner = web.AppRunner(app, shutdown_timeout=5.0)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        yield
+    finally:
+        await runner.cleanup()
+
+
+def test_settings(nats_url: str, s3: SeaweedS3, *, gateway_port: int, emulator_url: str) -> Settings:
+    return Settings(
+        nats_urls=(nats_url,),
+        s3_endpoint=s3.endpoint,
+        s3_access_key=s3.access_key,
+        s3_secret_key=s3.secret_key,
+        s3_bucket="voicerelay-test",
+        wechat_api_base=emulator_url,
+        gateway_port=gateway_port,
+        public_base_url=f"http://127.0.0.1:{gateway_port}",
+        session_secret="test-session-secret",
+        rate_limit_per_minute=10_000,
+        worker_metrics_port=free_port(),
+    )
+
+
+@pytest.fixture(scope="session")
+async def stack(nats_server: NatsServer, s3_server: SeaweedS3) -> AsyncIterator[Stack]:
+    gateway_port, emulator_port = free_port(), free_port()
+    emulator_app = create_emulator_app(
+        EmulatorConfig(push_url=f"http://127.0.0.1:{gateway_port}/wechat/push")
+    )
+    settings = test_settings(
+        nats_server.url,
+        s3_server,
+        gateway_port=gateway_port,
+        emulator_url=f"http://127.0.0.1:{emulator_port}",
+    )
+    stop_worker, worker_ready = asyncio.Event(), asyncio.Event()
+    async with contextlib.AsyncExitStack() as resources:
+        await resources.enter_async_context(serving(emulator_app, emulator_port))
+        await resources.enter_async_context(serving(create_app(settings), gateway_port))
+        worker = asyncio.create_task(
+            run_worker(settings, stop_worker, serve_health=False, ready=worker_ready)
+        )
+
+        async def stop_worker_task() -> None:
+            stop_worker.set()
+            await worker
+
+        resources.push_async_callback(stop_worker_task)
+        ready = asyncio.create_task(worker_ready.wait())
+        await asyncio.wait({worker, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        if not worker_ready.is_set():
+            ready.cancel()
+            raise RuntimeError("worker did not start") from worker.exception() if worker.done() else None
+        bus = await EventBus.connect(settings.nats_urls, name="tests")
+        resources.push_async_callback(bus.close)
+        store = ObjectStore(
+            settings.s3_endpoint,
+            settings.s3_access_key,
+            settings.s3_secret_key,
+            settings.s3_bucket,
+            secure=False,
+        )
+        resources.callback(store.close)
+        http = await resources.enter_async_context(aiohttp.ClientSession())
+        yield Stack(settings, emulator_app[EMULATOR_KEY], bus, store, http)
+
+
+@functools.cache
+def _engine() -> EspeakEngine:
+    return EspeakEngine()
+
+
+def speech(text: str = SAMPLE_TEXT, *, speed: float = 1.0) -> Pcm:
+    """Real speech from espeak-ng, to stand in for a user's recording."""
+    silence = Pcm(np.zeros(16000, dtype=np.float32), 16000)
+    return _engine().synthesize(
+        SynthesisRequest(
+            text=text, mode="zero_shot", prompt=silence, prompt_text="", speaker_key="tests", speed=speed
+        )
+    )
+
+
+def speech_sample(audio_format: str = "wav", text: str = SAMPLE_TEXT) -> bytes:
+    """A recording in a container the mini program uploads (wav, or aac = M4A as RecorderManager writes)."""
+    return encode_audio(speech(text), audio_format)

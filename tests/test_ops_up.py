@@ -1,0 +1,184 @@
+"""`python -m ops up` as a user runs it: a real subprocess on free ports, stopped by a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ops.services import SeaweedS3, free_port, free_port_block, pid_alive
+from ops.up import EXIT_CONFIG, READY_LINE, REPO_ROOT
+
+SERVICE_MODULES = (
+    "wechat_adapter/__main__.py",
+    "wechat_adapter/emulator/__main__.py",
+    "synth_worker/__main__.py",
+)
+MISSING_MODULES = [m for m in SERVICE_MODULES if not (REPO_ROOT / m).is_file()]
+
+
+def _stack_env(data_dir: Path) -> dict[str, str]:
+    """Our environment with every port of the stack moved to a free one and the data in `data_dir`."""
+    env = {k: v for k, v in os.environ.items() if k != "WECHAT_API_BASE"}
+    env.update(
+        VOICERELAY_DATA_DIR=str(data_dir),
+        NATS_PORT=str(free_port()),
+        NATS_MONITOR_PORT=str(free_port()),
+        S3_PORT=str(free_port_block(len(SeaweedS3.ROLES), offset=SeaweedS3.GRPC_OFFSET)),
+        EMULATOR_PORT=str(free_port()),
+        GATEWAY_PORT=str(free_port()),
+        WORKER_METRICS_PORT=str(free_port()),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live descendant of `pid` (Linux /proc)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:  # the task ended meanwhile
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+    return found
+
+
+def _running(pids: set[int], module: str) -> int:
+    """The one of `pids` that runs `python -m <module>`."""
+    wanted = ["-m", module]
+    for pid in pids:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        if argv[1:3] == wanted:
+            return pid
+    raise LookupError(f"no child runs {module}")
+
+
+async def _ops_up(env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ops", "up",
+        cwd=REPO_ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "var"
+
+
+async def _until_ready(
+    process: asyncio.subprocess.Process, output: list[str], timeout_s: float = 120
+) -> None:
+    """Collect ops up's output into `output` until it prints READY_LINE."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    while not any(READY_LINE in line for line in output):
+        line = await asyncio.wait_for(process.stdout.readline(), max(0.1, deadline - time.monotonic()))
+        if not line:
+            pytest.fail("ops up ended before it was ready:\n" + "".join(output))
+        output.append(line.decode())
+
+
+needs_services = pytest.mark.skipif(
+    bool(MISSING_MODULES), reason=f"service modules not written yet: {MISSING_MODULES}"
+)
+
+
+@needs_services
+@pytest.mark.timeout(180)
+async def test_up_runs_the_stack_and_sigint_leaves_nothing_behind(data_dir: Path) -> None:
+    process = await _ops_up(_stack_env(data_dir))
+    output: list[str] = []
+    children: set[int] = set()
+    try:
+        await _until_ready(process, output)
+        children = _descendants(process.pid)
+        assert len(children) >= 5, children  # nats, weed, emulator, gateway, worker (and their helpers)
+        started_stopping = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        rest, _ = await asyncio.wait_for(process.communicate(), 60)
+        output.append(rest.decode())
+        stop_s = time.monotonic() - started_stopping
+    finally:
+        await _terminate(process, children)
+    transcript = "".join(output)
+    assert process.returncode == 0, transcript
+    assert [pid for pid in children if pid_alive(pid)] == [], transcript
+    assert stop_s < 30, transcript
+    for name in ("nats", "s3", "emulator", "gateway", "worker"):
+        assert (data_dir / "logs" / f"{name}.log").is_file()
+
+
+@needs_services
+@pytest.mark.timeout(180)
+async def test_up_stops_everything_when_a_child_dies(data_dir: Path) -> None:
+    process = await _ops_up(_stack_env(data_dir))
+    output: list[str] = []
+    children: set[int] = set()
+    try:
+        await _until_ready(process, output)
+        children = _descendants(process.pid)
+        os.kill(_running(children, "synth_worker"), signal.SIGKILL)
+        rest, _ = await asyncio.wait_for(process.communicate(), 60)
+        output.append(rest.decode())
+    finally:
+        await _terminate(process, children)
+    transcript = "".join(output)
+    assert process.returncode == 1, transcript
+    assert "worker exited (killed by SIGKILL); last lines of" in transcript
+    assert [pid for pid in children if pid_alive(pid)] == [], transcript
+
+
+async def test_up_refuses_a_port_in_use_and_starts_nothing(data_dir: Path) -> None:
+    env = _stack_env(data_dir)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        env["GATEWAY_PORT"] = str(holder.getsockname()[1])
+        process = await _ops_up(env)
+        out, _ = await asyncio.wait_for(process.communicate(), 60)
+    text = out.decode()
+    assert process.returncode == EXIT_CONFIG, text
+    assert (
+        f"port {env['GATEWAY_PORT']} (gateway) is already in use on 127.0.0.1 — "
+        "stop the other process or set GATEWAY_PORT"
+    ) in text
+    assert not (data_dir / "logs").exists(), "nothing may start before every port is checked"
+
+
+async def test_up_refuses_one_port_for_two_services(data_dir: Path) -> None:
+    env = _stack_env(data_dir)
+    env["WORKER_METRICS_PORT"] = env["GATEWAY_PORT"]
+    process = await _ops_up(env)
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == EXIT_CONFIG
+    assert "planned for both gateway (GATEWAY_PORT) and worker metrics (WORKER_METRICS_PORT)" in out.decode()
+
+
+async def _terminate(process: asyncio.subprocess.Process, children: set[int]) -> None:
+    """After a failed assertion: stop ops up (which stops its children), or kill all that is left."""
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.communicate(), 30)
+        except TimeoutError:
+            process.kill()
+            await process.communicate()
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

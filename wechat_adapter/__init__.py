@@ -1,0 +1,1 @@
+"""The HTTP gateway between WeChat mini programs and the synthesis workers."""

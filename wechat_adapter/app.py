@@ -1,0 +1,100 @@
+"""The gateway's composition root: one Settings in, one aiohttp Application out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+import aiohttp
+from aiohttp import web
+
+from common.config import Settings
+from events.bus import EventBus
+from events.state import SharedState
+from storage.objects import ObjectStore
+from wechat_adapter import notifier, review
+from wechat_adapter.auth import ResourceLinks, SessionKeyVault, SessionTokens
+from wechat_adapter.context import GATEWAY, Gateway
+from wechat_adapter.errors import error_middleware
+from wechat_adapter.metrics import GatewayMetrics
+from wechat_adapter.middleware import auth_middleware
+from wechat_adapter.push_security import PushVerifier
+from wechat_adapter.views import health, push, session, syntheses, voices
+from wechat_adapter.wechat_api import WeChatClient
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> web.Application:
+    metrics = GatewayMetrics()
+    app = web.Application(
+        middlewares=[metrics.middleware(), error_middleware, auth_middleware],
+        # JSON uploads carry base64 audio: 5 MB of audio is ~6.7 MB of text, plus the other fields.
+        client_max_size=settings.upload_max_bytes * 4 // 3 + 64 * 1024,
+    )
+    app.cleanup_ctx.append(_gateway_context(settings, metrics))
+    app.on_shutdown.append(_stop_streams)
+    health.add_routes(app)
+    session.add_routes(app)
+    voices.add_routes(app)
+    syntheses.add_routes(app)
+    push.add_routes(app)
+    return app
+
+
+def _gateway_context(settings: Settings, metrics: GatewayMetrics):
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        bus = await EventBus.connect(settings.nats_urls, name="voicerelay-gateway")
+        http = aiohttp.ClientSession()
+        store = ObjectStore(
+            settings.s3_endpoint,
+            settings.s3_access_key,
+            settings.s3_secret_key,
+            settings.s3_bucket,
+            secure=settings.s3_secure,
+        )
+        executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="audio")
+        try:
+            await bus.ensure_topology(audit_max_age_s=settings.audit_max_age_s)
+            await store.ensure_bucket()
+            gateway = Gateway(
+                settings=settings,
+                bus=bus,
+                state=SharedState(bus),
+                store=store,
+                wechat=WeChatClient(
+                    http,
+                    api_base=settings.wechat_api_base,
+                    appid=settings.wechat_appid,
+                    secret=settings.wechat_secret,
+                    timeout_s=settings.wechat_timeout_s,
+                ),
+                tokens=SessionTokens(settings.session_secret, ttl_s=settings.session_ttl_s),
+                links=ResourceLinks(settings.session_secret),
+                vault=SessionKeyVault(settings.session_secret),
+                metrics=metrics,
+                audio_executor=executor,
+                push_verifier=PushVerifier(
+                    token=settings.wechat_push_token,
+                    aes_key=settings.wechat_push_aes_key,
+                    appid=settings.wechat_appid,
+                ),
+            )
+            app[GATEWAY] = gateway
+            async with notifier.running(gateway), review.running(gateway):
+                log.info("gateway ready on %s", settings.public_base_url)
+                yield
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+            await http.close()
+            await bus.close()
+            store.close()
+            log.info("gateway stopped")
+
+    return context
+
+
+async def _stop_streams(app: web.Application) -> None:
+    if GATEWAY in app:
+        app[GATEWAY].stopping.set()

@@ -1,0 +1,119 @@
+"""Voice-sample intake: read the upload within limits, then check and normalise the audio.
+
+`read_upload` runs on the event loop but never buffers more than the limit; `analyse_sample`
+is CPU work for the gateway's audio executor.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass
+
+from aiohttp import BodyPartReader, web
+
+from common.audio import AudioDecodeError, decode_audio, rms_dbfs, to_wav_16k_mono
+from wechat_adapter.errors import ApiError
+from wechat_adapter.views.common import read_json_object
+
+MIN_SPEECH_S = 3.0
+MAX_SPEECH_S = 30.0
+# Decoding stops here: a short file that claims hours of audio is refused without decoding it all.
+DECODE_LIMIT_S = 60.0
+SILENCE_DBFS = -50.0
+_FIELD_MAX_BYTES = 4096
+_CHUNK_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    audio: bytes
+    prompt_text: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedSample:
+    wav_16k: bytes
+    duration_s: float
+    sha256: str
+
+
+async def read_upload(request: web.Request, *, max_bytes: int) -> Upload:
+    """The sample and its fields from `wx.uploadFile` multipart or a JSON body with base64 audio."""
+    if request.content_length is not None and request.content_length > max_bytes * 4 // 3 + 64 * 1024:
+        raise ApiError("audio_too_large", detail=f"Content-Length {request.content_length}")
+    if request.content_type == "multipart/form-data":
+        return await _read_multipart(request, max_bytes)
+    if request.content_type == "application/json":
+        return await _read_json(request, max_bytes)
+    raise ApiError("unsupported_media_type", detail=f"content type {request.content_type!r}")
+
+
+async def _read_part(part: BodyPartReader, limit: int, too_large: str) -> bytes:
+    data = bytearray()
+    while chunk := await part.read_chunk(_CHUNK_BYTES):
+        data += chunk
+        if len(data) > limit:
+            raise ApiError(too_large, detail=f"part {part.name!r} is over {limit} bytes")
+    return bytes(data)
+
+
+async def _read_multipart(request: web.Request, max_bytes: int) -> Upload:
+    fields: dict[str, str] = {}
+    audio: bytes | None = None
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise ApiError("invalid_request", detail="nested multipart")
+            if part.name == "file":
+                audio = await _read_part(part, max_bytes, "audio_too_large")
+            elif part.name in {"prompt_text", "name"}:
+                raw = await _read_part(part, _FIELD_MAX_BYTES, "invalid_request")
+                fields[part.name] = raw.decode("utf-8")
+            else:
+                raise ApiError("invalid_request", detail=f"unexpected form field {part.name!r}")
+    except (ValueError, UnicodeDecodeError, AssertionError) as exc:
+        raise ApiError("invalid_request", detail=f"malformed multipart body: {exc}") from None
+    if audio is None:
+        raise ApiError("invalid_request", detail="form field 'file' is missing")
+    return Upload(audio, fields.get("prompt_text", ""), fields.get("name", ""))
+
+
+async def _read_json(request: web.Request, max_bytes: int) -> Upload:
+    body = await read_json_object(request)
+    encoded = body.get("audio_base64")
+    if not isinstance(encoded, str) or not encoded:
+        raise ApiError("invalid_request", detail="audio_base64 must be a non-empty string")
+    if encoded.startswith("data:"):  # a data: URL as FileReader produces
+        encoded = encoded.partition(",")[2]
+    if len(encoded) > max_bytes * 4 // 3 + 4:
+        raise ApiError("audio_too_large", detail="audio_base64 is over the limit")
+    try:
+        audio = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError("audio_invalid", detail="audio_base64 is not valid base64") from None
+    prompt_text, name = body.get("prompt_text", ""), body.get("name", "")
+    if not isinstance(prompt_text, str) or not isinstance(name, str):
+        raise ApiError("invalid_request", detail="prompt_text and name must be strings")
+    return Upload(audio, prompt_text, name)
+
+
+def analyse_sample(audio: bytes) -> AcceptedSample:
+    """Decode by content, check length and loudness, and produce the 16 kHz mono WAV engines read."""
+    if not audio:
+        raise ApiError("audio_invalid", detail="empty file")
+    try:
+        pcm = decode_audio(audio, target_rate_hz=16000, max_duration_s=DECODE_LIMIT_S)
+    except AudioDecodeError as exc:
+        raise ApiError("audio_invalid", detail=str(exc)) from None
+    if pcm.duration_s > MAX_SPEECH_S:
+        raise ApiError("audio_too_long", detail=f"{pcm.duration_s:.1f} s")
+    if rms_dbfs(pcm) < SILENCE_DBFS:
+        raise ApiError("audio_silent", detail=f"{rms_dbfs(pcm):.1f} dBFS")
+    if pcm.duration_s < MIN_SPEECH_S:
+        raise ApiError("audio_too_short", detail=f"{pcm.duration_s:.1f} s")
+    wav = to_wav_16k_mono(pcm)
+    return AcceptedSample(wav, round(pcm.duration_s, 2), hashlib.sha256(wav).hexdigest())

@@ -1,0 +1,62 @@
+"""Prometheus metrics of the gateway, on a registry per app (no process-global collectors)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.http_seconds = Histogram(
+            "voicerelay_http_request_seconds",
+            "HTTP request latency by route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.tasks_submitted = Counter(
+            "voicerelay_tasks_submitted_total",
+            "Synthesis tasks accepted, by initial status",
+            ["status"],
+            registry=self.registry,
+        )
+        self.wechat_calls = Counter(
+            "voicerelay_wechat_calls_total",
+            "WeChat API calls by API and outcome",
+            ["api", "outcome"],
+            registry=self.registry,
+        )
+        self.notifications = Counter(
+            "voicerelay_notifications_total",
+            "Subscription messages by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+
+    def middleware(self) -> Callable:
+        @web.middleware
+        async def observe(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> web.StreamResponse:
+            started = time.perf_counter()
+            status = 500
+            try:
+                response = await handler(request)
+                status = response.status
+                return response
+            except web.HTTPException as exc:
+                status = exc.status
+                raise
+            finally:
+                route = request.match_info.route.resource
+                name = route.canonical if route is not None else "unmatched"
+                self.http_seconds.labels(request.method, name, str(status)).observe(
+                    time.perf_counter() - started
+                )
+
+        return observe

@@ -1,0 +1,42 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from storage.objects import StorageError
+from wechat_adapter.views.common import gateway_of, json_response
+
+_READY_TIMEOUT_S = 2.0
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when NATS is connected and the S3 bucket answers."""
+    gateway = gateway_of(request)
+    checks = {"nats": gateway.bus.is_connected, "s3": True}
+    try:
+        await asyncio.wait_for(gateway.store.ping(), _READY_TIMEOUT_S)
+    except (StorageError, TimeoutError):
+        checks["s3"] = False
+    ok = all(checks.values())
+    return json_response(
+        {"status": "ready" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(gateway_of(request).metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)

@@ -1,0 +1,75 @@
+"""/wechat/push: WeChat's message push. Verify, record as an event, reply `success` at once."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from common.ids import new_id
+from events.envelope import new_event
+from events.names import EventType
+from events.records import is_valid_owner
+from wechat_adapter.push_security import MAX_BODY_BYTES, PushRejected, PushVerifier
+from wechat_adapter.views.common import gateway_of
+
+log = logging.getLogger(__name__)
+
+MEDIA_CHECK_EVENT = "wxa_media_check"
+
+
+def _verifier(request: web.Request) -> PushVerifier:
+    return gateway_of(request).push_verifier
+
+
+async def verify_url(request: web.Request) -> web.Response:
+    try:
+        echostr = _verifier(request).verify_url(request.query)
+    except PushRejected as exc:
+        log.warning("push URL verification refused: %s", exc)
+        return web.Response(status=403, text="forbidden")
+    return web.Response(text=echostr)
+
+
+async def receive(request: web.Request) -> web.Response:
+    """Only verified pushes become events; the review consumer does the work after we reply."""
+    body = await request.content.read(MAX_BODY_BYTES + 1)
+    try:
+        message = _verifier(request).open(request.query, body)
+    except PushRejected as exc:
+        log.warning("push refused: %s", exc)
+        return web.Response(status=403, text="forbidden")
+    if message.get("Event") == MEDIA_CHECK_EVENT:
+        await _record_media_verdict(request, message)
+    else:
+        log.info("push ignored: event %r", message.get("Event") or message.get("MsgType"))
+    return web.Response(text="success")
+
+
+async def _record_media_verdict(request: web.Request, message: dict) -> None:
+    trace_id = message.get("trace_id")
+    result = message.get("result") or {}
+    if not isinstance(trace_id, str) or not trace_id or not isinstance(result, dict):
+        log.warning("media check push without trace_id or result")
+        return
+    openid = message.get("FromUserName")
+    await gateway_of(request).bus.publish(
+        new_event(
+            EventType.VOICE_REVIEWED,
+            openid=openid if isinstance(openid, str) and is_valid_owner(openid) else "",
+            trace_id=new_id("tr"),
+            # Repeated pushes of one verdict dedupe on the stream; the consumer is idempotent too.
+            event_id=f"review.{trace_id}",
+            data={
+                "media_trace_id": trace_id,
+                "suggest": str(result.get("suggest", "")),
+                "label": str(result.get("label", "")),
+            },
+        )
+    )
+    log.info("media verdict for %s: %s/%s", trace_id, result.get("suggest"), result.get("label"))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/wechat/push", verify_url)
+    app.router.add_post("/wechat/push", receive)

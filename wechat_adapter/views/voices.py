@@ -1,0 +1,190 @@
+"""Voice samples: upload (multipart or base64), list, get, listen, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from common.ids import is_valid_id, new_id
+from common.text import TextError, normalise_text
+from events.envelope import new_event, utc_now_iso
+from events.names import EventType
+from events.records import MediaCheckRecord, VoiceRecord, VoiceStatus, owned_key
+from storage.keys import sample_key
+from storage.objects import ObjectNotFound, StorageError
+from wechat_adapter.context import Gateway
+from wechat_adapter.errors import ApiError
+from wechat_adapter.intake import analyse_sample, read_upload
+from wechat_adapter.moderation import Scene, require_clean_text
+from wechat_adapter.views.common import gateway_of, json_response, owner_of, trace_id_of, voice_json
+from wechat_adapter.views.media import serve_object
+from wechat_adapter.wechat_api import WeChatError, WeChatUnavailable
+
+log = logging.getLogger(__name__)
+
+NAME_MAX_CHARS = 20
+DEFAULT_NAME = "我的声音"
+MEDIA_LINK_MAX_AGE_S = 3 * 3600  # WeChat fetches the sample within 30 minutes of the check
+
+
+def _clean_field(value: str, *, max_chars: int, field: str) -> str:
+    try:
+        return normalise_text(value, max_chars=max_chars)
+    except TextError as exc:
+        raise ApiError(
+            "invalid_request" if exc.code == "text_empty" else exc.code, detail=f"{field}: {exc}"
+        ) from None
+
+
+async def create_voice(request: web.Request) -> web.Response:
+    gateway, owner = gateway_of(request), owner_of(request)
+    upload = await read_upload(request, max_bytes=gateway.settings.upload_max_bytes)
+    prompt_text = _clean_field(
+        upload.prompt_text, max_chars=gateway.settings.text_max_chars, field="prompt_text"
+    )
+    name = _clean_field(upload.name or DEFAULT_NAME, max_chars=NAME_MAX_CHARS, field="name")
+    loop = asyncio.get_running_loop()
+    sample = await loop.run_in_executor(gateway.audio_executor, analyse_sample, upload.audio)
+    await require_clean_text(gateway, owner=owner, text=f"{name}\n{prompt_text}", scene=Scene.PROFILE)
+
+    voice_id = new_id("v")
+    voice = VoiceRecord(
+        voice_id=voice_id,
+        owner=owner,
+        name=name,
+        status=VoiceStatus.PENDING_REVIEW,
+        duration_s=sample.duration_s,
+        prompt_text=prompt_text,
+        created_at=utc_now_iso(),
+        sample_key=sample_key(owner, voice_id),
+        audio_sha256=sample.sha256,
+    )
+    key = owned_key(owner, voice_id)
+    try:
+        await gateway.store.put(voice.sample_key, sample.wav_16k, "audio/wav")
+        await gateway.state.voices.create(key, voice)
+        voice.media_trace_id = await _start_media_check(gateway, voice)
+        await gateway.state.voices.put(key, voice)
+        await gateway.bus.publish(
+            new_event(
+                EventType.VOICE_UPLOADED,
+                openid=owner,
+                trace_id=trace_id_of(request),
+                voice_id=voice.voice_id,
+                data={
+                    "duration_s": voice.duration_s,
+                    "audio_sha256": voice.audio_sha256,
+                    "media_trace_id": voice.media_trace_id,
+                },
+            )
+        )
+    except Exception:
+        # Nothing half-stored: a voice exists only with its sample, its review and its event.
+        await _erase_voice(gateway, voice)
+        raise
+    log.info(
+        "voice %s uploaded by %s (%.1f s), review %s",
+        voice.voice_id,
+        owner,
+        voice.duration_s,
+        voice.media_trace_id,
+    )
+    return json_response(voice_json(gateway, voice), status=201)
+
+
+async def _start_media_check(gateway: Gateway, voice: VoiceRecord) -> str:
+    """Ask WeChat to review the sample; it fetches a signed, expiring gateway URL (no S3 credentials)."""
+    link = gateway.links.sign("media", voice.owner, voice.voice_id)
+    try:
+        trace_id = await gateway.wechat.media_check_async(
+            openid=voice.owner,
+            media_url=gateway.public_url(f"/wechat/media/{link}"),
+            scene=int(Scene.PROFILE),
+        )
+    except (WeChatError, WeChatUnavailable) as exc:
+        gateway.metrics.wechat_calls.labels("media_check_async", "error").inc()
+        raise ApiError("wechat_unavailable", detail=str(exc)) from exc
+    gateway.metrics.wechat_calls.labels("media_check_async", "ok").inc()
+    await gateway.state.media_checks.put(
+        trace_id,
+        MediaCheckRecord(
+            trace_id=trace_id, owner=voice.owner, voice_id=voice.voice_id, created_at=utc_now_iso()
+        ),
+    )
+    return trace_id
+
+
+async def _erase_voice(gateway: Gateway, voice: VoiceRecord) -> None:
+    try:
+        await gateway.store.delete(voice.sample_key)
+    except StorageError as exc:
+        log.warning("could not delete sample %s: %s", voice.sample_key, exc)
+    await gateway.state.voices.delete(owned_key(voice.owner, voice.voice_id))
+    if voice.media_trace_id:
+        await gateway.state.media_checks.delete(voice.media_trace_id)
+
+
+async def load_voice(request: web.Request) -> VoiceRecord:
+    """The caller's voice named in the URL; another user's id is as unknown as a made-up one."""
+    gateway, owner, voice_id = gateway_of(request), owner_of(request), request.match_info["id"]
+    voice = await gateway.state.voices.get(owned_key(owner, voice_id)) if is_valid_id(voice_id, "v") else None
+    if voice is None:
+        raise ApiError("not_found", detail=f"voice {voice_id}")
+    return voice
+
+
+async def list_voices(request: web.Request) -> web.Response:
+    gateway = gateway_of(request)
+    voices = await gateway.state.voices.list_for(owner_of(request))
+    return json_response({"voices": [voice_json(gateway, v) for v in voices]})
+
+
+async def get_voice(request: web.Request) -> web.Response:
+    return json_response(voice_json(gateway_of(request), await load_voice(request)))
+
+
+async def voice_audio(request: web.Request) -> web.StreamResponse:
+    voice = await load_voice(request)
+    return await serve_object(request, voice.sample_key)
+
+
+async def delete_voice(request: web.Request) -> web.Response:
+    gateway, voice = gateway_of(request), await load_voice(request)
+    await _erase_voice(gateway, voice)
+    await gateway.bus.publish(
+        new_event(
+            EventType.VOICE_DELETED,
+            openid=voice.owner,
+            trace_id=trace_id_of(request),
+            voice_id=voice.voice_id,
+        )
+    )
+    log.info("voice %s deleted by %s", voice.voice_id, voice.owner)
+    return web.Response(status=204)
+
+
+async def media_for_wechat(request: web.Request) -> web.StreamResponse:
+    """The sample as WeChat's media checker downloads it, authorised by the signed link alone."""
+    gateway = gateway_of(request)
+    signed = gateway.links.verify(request.match_info["token"], "media", max_age_s=MEDIA_LINK_MAX_AGE_S)
+    if signed is None:
+        raise ApiError("not_found", detail="bad or expired media link")
+    owner, voice_id = signed
+    voice = await gateway.state.voices.get(owned_key(owner, voice_id))
+    if voice is None:
+        raise ApiError("not_found", detail=f"voice {voice_id}")
+    try:
+        return await serve_object(request, voice.sample_key)
+    except ObjectNotFound:
+        raise ApiError("not_found", detail=voice.sample_key) from None
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/voices", create_voice)
+    app.router.add_get("/v1/voices", list_voices)
+    app.router.add_get("/v1/voices/{id}", get_voice)
+    app.router.add_delete("/v1/voices/{id}", delete_voice)
+    app.router.add_get("/v1/voices/{id}/audio", voice_audio, name="voice_audio")
+    app.router.add_get("/wechat/media/{token}", media_for_wechat)
