@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
-import secrets
 from collections.abc import Mapping
 from urllib.parse import urlsplit
-
-log = logging.getLogger(__name__)
 
 # The emulator's test app. Real deployments override all of these (README "WeChat configuration").
 EMULATOR_APPID = "wxvoicerelay0test0"
@@ -45,7 +41,7 @@ class Settings:
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     public_base_url: str = "http://127.0.0.1:8080"
-    session_secret: str = ""
+    session_secret: str = ""  # empty: the gateway makes one up (tokens then die with the process)
     session_ttl_s: int = 7 * 24 * 3600
 
     worker_metrics_port: int = 9108
@@ -103,11 +99,6 @@ class Settings:
 
         endpoint, secure_from_url = _split_s3_endpoint(text("S3_ENDPOINT", d.s3_endpoint))
         gateway_port = integer("GATEWAY_PORT", d.gateway_port, minimum=1)
-        session_secret = env.get("SESSION_SECRET", "").strip()
-        if not session_secret:
-            # Tokens then die with the process and differ between instances: fine for one laptop only.
-            log.warning("SESSION_SECRET is not set; using a random one for this process")
-            session_secret = secrets.token_urlsafe(32)
 
         return cls(
             nats_urls=tuple(
@@ -128,7 +119,7 @@ class Settings:
             gateway_host=text("GATEWAY_HOST", d.gateway_host),
             gateway_port=gateway_port,
             public_base_url=text("PUBLIC_BASE_URL", f"http://127.0.0.1:{gateway_port}").rstrip("/"),
-            session_secret=session_secret,
+            session_secret=env.get("SESSION_SECRET", "").strip(),
             worker_metrics_port=integer("WORKER_METRICS_PORT", d.worker_metrics_port, minimum=1),
             tts_engine=engine,
             cosyvoice_model_dir=env.get("COSYVOICE_MODEL_DIR", "").strip() or None,

@@ -42,7 +42,14 @@ CONSUMERS = (
     ConsumerSpec(names.NOTIFIER_CONSUMER, tuple(names.NOTIFIER_SUBJECTS), 30.0, 10, 1000),
     ConsumerSpec(names.REVIEW_CONSUMER, tuple(names.REVIEW_SUBJECTS), 30.0, 10, 1000),
 )
-KV_BUCKETS = (names.TASKS_BUCKET, names.VOICES_BUCKET, names.MEDIA_CHECKS_BUCKET, names.SESSIONS_BUCKET)
+# bucket -> how long its entries live (None: until deleted)
+KV_BUCKETS: dict[str, float | None] = {
+    names.TASKS_BUCKET: None,
+    names.VOICES_BUCKET: None,
+    names.MEDIA_CHECKS_BUCKET: 24 * 3600.0,  # WeChat answers within 30 minutes
+    names.SESSIONS_BUCKET: None,
+    names.RATE_BUCKET: 180.0,  # a few one-minute windows
+}
 
 
 class EventBus:
@@ -59,7 +66,8 @@ class EventBus:
             log.warning("nats: %s", exc)
 
         async def on_disconnect() -> None:
-            log.warning("nats: disconnected")
+            if not (nc.is_closed or nc.is_draining):  # an intended close is not news
+                log.warning("nats: disconnected")
 
         async def on_reconnect() -> None:
             log.info("nats: reconnected to %s", nc.connected_url)
@@ -105,12 +113,14 @@ class EventBus:
                     num_replicas=replicas,
                 ),
             )
-        for bucket in KV_BUCKETS:
+        for bucket, ttl_s in KV_BUCKETS.items():
             try:
                 self._kv[bucket] = await self.js.key_value(bucket)
             except BucketNotFoundError:
                 self._kv[bucket] = await self.js.create_key_value(
-                    KeyValueConfig(bucket=bucket, history=5, replicas=replicas, storage=StorageType.FILE)
+                    KeyValueConfig(
+                        bucket=bucket, history=5, ttl=ttl_s, replicas=replicas, storage=StorageType.FILE
+                    )
                 )
         log.info("jetstream topology ready: stream %s, %d consumers", names.STREAM, len(CONSUMERS))
 

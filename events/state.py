@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Generic, TypeVar
 
 import msgspec
 import nats.errors
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue, StopIterSentinel
 
 from events import names
@@ -26,6 +27,9 @@ from events.records import (
 )
 
 log = logging.getLogger(__name__)
+
+# A purged key answers KeyDeletedError, which is not a KeyNotFoundError: both mean "absent".
+_ABSENT = (KeyNotFoundError, KeyDeletedError)
 
 R = TypeVar("R", bound=msgspec.Struct)
 
@@ -51,7 +55,7 @@ class KvTable(Generic[R]):
     async def _get(self, key: str) -> tuple[R, int] | None:
         try:
             entry = await self._kv.get(key)
-        except KeyNotFoundError:
+        except _ABSENT:
             return None
         if entry.value is None or entry.operation in {"DEL", "PURGE"}:
             return None
@@ -176,6 +180,41 @@ class VoiceTable(KvTable[VoiceRecord]):
         return [v for v in voices if v is not None]
 
 
+class RateLimiter:
+    """Requests per owner per fixed window, counted in KV so every gateway instance shares them."""
+
+    def __init__(self, kv: KeyValue, *, window_s: int = 60) -> None:
+        self._kv = kv
+        self.window_s = window_s
+
+    async def hit(self, owner: str, limit: int, *, now_s: float | None = None) -> float | None:
+        """Count one request; None if allowed, else the seconds until the window resets."""
+        now_s = time.time() if now_s is None else now_s
+        window_start = int(now_s // self.window_s) * self.window_s
+        key = owned_key(owner, str(window_start))
+        for _ in range(_CAS_ATTEMPTS):
+            try:
+                entry = await self._kv.get(key)
+            except _ABSENT:
+                try:
+                    await self._kv.create(key, b"1")
+                except KeyWrongLastSequenceError:
+                    continue  # another instance created it first
+                return None if limit >= 1 else self._retry_after(window_start, now_s)
+            count = int(entry.value or b"0")
+            if count >= limit:
+                return self._retry_after(window_start, now_s)
+            try:
+                await self._kv.update(key, str(count + 1).encode(), last=entry.revision)
+            except KeyWrongLastSequenceError:
+                continue
+            return None
+        raise ConcurrentUpdateError(key)
+
+    def _retry_after(self, window_start: int, now_s: float) -> float:
+        return max(window_start + self.window_s - now_s, 1.0)
+
+
 class SharedState:
     """Every KV table, built once from a connected bus whose topology is ensured."""
 
@@ -184,3 +223,4 @@ class SharedState:
         self.voices = VoiceTable(bus.kv(names.VOICES_BUCKET), VoiceRecord)
         self.media_checks = KvTable(bus.kv(names.MEDIA_CHECKS_BUCKET), MediaCheckRecord)
         self.sessions = KvTable(bus.kv(names.SESSIONS_BUCKET), SessionRecord)
+        self.rate = RateLimiter(bus.kv(names.RATE_BUCKET))

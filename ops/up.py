@@ -240,7 +240,6 @@ def banner(config: UpConfig) -> str:
     )
     rows = [
         ("gateway API", config.gateway_url),
-        ("H5 demo", f"{config.gateway_url}/demo/"),
         ("metrics", f"{config.gateway_url}/metrics  (worker: {config.worker_url}/metrics)"),
         wechat,
         (

@@ -5,30 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
-import numpy as np
 import pytest
 from aiohttp import web
-from api_client import ApiClient
 
-from common.audio import Pcm, encode_audio
 from common.config import Settings
 from events import names
 from events.bus import EventBus
+from ops.client import ApiClient
+from ops.samples import SAMPLE_TEXT, speech, speech_sample  # noqa: F401  (re-exported for tests)
 from ops.services import NatsServer, SeaweedS3, free_port
 from storage.objects import ObjectStore
-from synth_worker.engines.base import SynthesisRequest
-from synth_worker.engines.espeak import EspeakEngine
 from synth_worker.worker import run_worker
 from wechat_adapter.app import create_app
 from wechat_adapter.emulator.app import EMULATOR_KEY, Emulator, EmulatorConfig, create_emulator_app
-
-SAMPLE_TEXT = "今天天气很好，我们一起去公园散步吧。我喜欢听音乐，也喜欢看书。"
 
 
 @dataclass
@@ -133,23 +127,3 @@ async def stack(nats_server: NatsServer, s3_server: SeaweedS3) -> AsyncIterator[
         resources.callback(store.close)
         http = await resources.enter_async_context(aiohttp.ClientSession())
         yield Stack(settings, emulator_app[EMULATOR_KEY], bus, store, http)
-
-
-@functools.cache
-def _engine() -> EspeakEngine:
-    return EspeakEngine()
-
-
-def speech(text: str = SAMPLE_TEXT, *, speed: float = 1.0) -> Pcm:
-    """Real speech from espeak-ng, to stand in for a user's recording."""
-    silence = Pcm(np.zeros(16000, dtype=np.float32), 16000)
-    return _engine().synthesize(
-        SynthesisRequest(
-            text=text, mode="zero_shot", prompt=silence, prompt_text="", speaker_key="tests", speed=speed
-        )
-    )
-
-
-def speech_sample(audio_format: str = "wav", text: str = SAMPLE_TEXT) -> bytes:
-    """A recording in a container the mini program uploads (wav, or aac = M4A as RecorderManager writes)."""
-    return encode_audio(speech(text), audio_format)

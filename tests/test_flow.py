@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
-from api_client import eventually
-from stack import SAMPLE_TEXT, Stack, speech_sample
+from stack import SAMPLE_TEXT, Stack, serving, speech_sample
 
 from common.audio import decode_audio, rms_dbfs
 from events.replay import task_timeline
+from ops.client import ApiClient, eventually
+from ops.services import free_port
+from wechat_adapter.app import create_app
 
 SENTENCE = "欢迎使用语音合成服务，祝你今天开心。"
 
@@ -139,3 +143,23 @@ async def test_instruct_with_a_preset(stack: Stack) -> None:
     assert task["status"] == "succeeded"
     listed = (await user.request("GET", "/v1/syntheses?limit=5")).body["tasks"]
     assert listed[0]["task_id"] == task["task_id"]
+
+
+async def test_rate_limit_is_shared_by_gateway_instances(stack: Stack) -> None:
+    """RATE_LIMIT_PER_MINUTE counts per user in NATS KV: two gateways share one budget."""
+    limited = dataclasses.replace(stack.settings, rate_limit_per_minute=2)
+    user = await stack.user()
+    voice = await stack.ready_voice(user)
+    port = free_port()
+    async with serving(create_app(limited), port):
+        other_instance = ApiClient(stack.http, f"http://127.0.0.1:{port}", token=user.token)
+        # Two requests through the stack's gateway use up the budget the other instance enforces.
+        replies = [
+            await client.synthesize("一句话", voice["voice_id"]) for client in (user, user, other_instance)
+        ]
+    statuses = [r.status for r in replies]
+    if statuses[:2] != [202, 202]:  # the minute rolled over between requests: retry is not worth it here
+        pytest.skip(f"window boundary crossed: {statuses}")
+    assert statuses[2] == 429
+    assert replies[2].error_code == "rate_limited"
+    assert 1 <= int(replies[2].headers["Retry-After"]) <= 60

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -27,6 +29,10 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> web.Application:
+    if not settings.session_secret:
+        # Tokens then die with the process and differ between instances: fine for one laptop only.
+        log.warning("SESSION_SECRET is not set; using a random one for this process")
+        settings = dataclasses.replace(settings, session_secret=secrets.token_urlsafe(32))
     metrics = GatewayMetrics()
     app = web.Application(
         middlewares=[metrics.middleware(), error_middleware, auth_middleware],

@@ -10,9 +10,9 @@ from nats.aio.msg import Msg
 
 from events import names
 from events.consumer import consuming
-from events.envelope import Envelope, new_event
-from events.names import EventType
+from events.envelope import Envelope
 from events.records import owned_key
+from events.task_events import notify_event
 from wechat_adapter.context import Gateway
 from wechat_adapter.subscribe_message import task_page, template_data
 from wechat_adapter.wechat_api import WeChatError
@@ -46,23 +46,18 @@ class Notifier:
         except WeChatError as exc:
             # Refusals (43101 no consent, 47003 bad field, 40003/40037 bad ids) are final: record them.
             outcome |= {"errcode": exc.errcode, "errmsg": exc.errmsg}
-            event_type = EventType.NOTIFY_FAILED
+            sent = False
         else:
-            event_type = EventType.NOTIFY_SENT
+            sent = True
         # WeChatUnavailable propagates: the consumer loop naks and JetStream retries with backoff.
-        await gateway.bus.publish(
-            new_event(
-                event_type,
-                openid=task.owner,
-                trace_id=task.trace_id,
-                task_id=task.task_id,
-                voice_id=task.voice_id,
-                event_id=f"{task.task_id}.notify",
-                data=outcome,
-            )
+        await gateway.bus.publish(notify_event(task, sent=sent, data=outcome))
+        gateway.metrics.notifications.labels("sent" if sent else "failed").inc()
+        log.info(
+            "task %s: notification %s %s",
+            task.task_id,
+            "sent" if sent else "failed",
+            outcome.get("errcode", ""),
         )
-        gateway.metrics.notifications.labels(event_type.rsplit(".", 1)[-1]).inc()
-        log.info("task %s: %s %s", task.task_id, event_type, outcome.get("errcode", ""))
         await msg.ack()
 
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
-from common.ids import new_id
-from events.records import TaskRecord, TaskStatus, VoiceRecord
+from common.ids import is_valid_id, new_id
+from events.records import TaskRecord, TaskStatus, VoiceRecord, owned_key
+from events.state import KvTable
 from wechat_adapter.context import GATEWAY, Gateway
 from wechat_adapter.errors import ApiError
 from wechat_adapter.middleware import OWNER
+
+R = TypeVar("R")
 
 
 def gateway_of(request: web.Request) -> Gateway:
@@ -47,6 +50,15 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError("invalid_json", detail="body is not a JSON object")
     return body
+
+
+async def load_owned(request: web.Request, table: KvTable[R], prefix: str, kind: str) -> R:
+    """The caller's record named by the URL's `{id}`; another user's id is as unknown as a made-up one."""
+    item_id = request.match_info["id"]
+    record = await table.get(owned_key(owner_of(request), item_id)) if is_valid_id(item_id, prefix) else None
+    if record is None:
+        raise ApiError("not_found", detail=f"{kind} {item_id}")
+    return record
 
 
 def json_response(body: Any, *, status: int = 200) -> web.Response:

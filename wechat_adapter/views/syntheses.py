@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +21,7 @@ from wechat_adapter.moderation import Scene, require_clean_text
 from wechat_adapter.views.common import (
     gateway_of,
     json_response,
+    load_owned,
     owner_of,
     read_json_object,
     task_json,
@@ -83,6 +85,9 @@ def _parse_request(body: dict[str, Any], *, text_max_chars: int) -> dict[str, An
 async def create_synthesis(request: web.Request) -> web.Response:
     gateway, owner = gateway_of(request), owner_of(request)
     fields = _parse_request(await read_json_object(request), text_max_chars=gateway.settings.text_max_chars)
+    retry_after_s = await gateway.state.rate.hit(owner, gateway.settings.rate_limit_per_minute)
+    if retry_after_s is not None:
+        raise ApiError("rate_limited", retry_after_s=math.ceil(retry_after_s))
     voice_id = fields["voice_id"]
     voice = await gateway.state.voices.get(owned_key(owner, voice_id)) if is_valid_id(voice_id, "v") else None
     if voice is None:
@@ -123,12 +128,7 @@ async def _publish_or_withdraw(gateway: Gateway, task: TaskRecord, voice: VoiceR
 
 
 async def load_task(request: web.Request) -> TaskRecord:
-    """The caller's task named in the URL; another user's id answers exactly like an unknown one."""
-    gateway, owner, task_id = gateway_of(request), owner_of(request), request.match_info["id"]
-    task = await gateway.state.tasks.get(owned_key(owner, task_id)) if is_valid_id(task_id, "t") else None
-    if task is None:
-        raise ApiError("not_found", detail=f"task {task_id}")
-    return task
+    return await load_owned(request, gateway_of(request).state.tasks, "t", "task")
 
 
 async def list_syntheses(request: web.Request) -> web.Response:

@@ -7,7 +7,7 @@ import logging
 
 from aiohttp import web
 
-from common.ids import is_valid_id, new_id
+from common.ids import new_id
 from common.text import TextError, normalise_text
 from events.envelope import new_event, utc_now_iso
 from events.names import EventType
@@ -18,7 +18,14 @@ from wechat_adapter.context import Gateway
 from wechat_adapter.errors import ApiError
 from wechat_adapter.intake import analyse_sample, read_upload
 from wechat_adapter.moderation import Scene, require_clean_text
-from wechat_adapter.views.common import gateway_of, json_response, owner_of, trace_id_of, voice_json
+from wechat_adapter.views.common import (
+    gateway_of,
+    json_response,
+    load_owned,
+    owner_of,
+    trace_id_of,
+    voice_json,
+)
 from wechat_adapter.views.media import serve_object
 from wechat_adapter.wechat_api import WeChatError, WeChatUnavailable
 
@@ -127,12 +134,7 @@ async def _erase_voice(gateway: Gateway, voice: VoiceRecord) -> None:
 
 
 async def load_voice(request: web.Request) -> VoiceRecord:
-    """The caller's voice named in the URL; another user's id is as unknown as a made-up one."""
-    gateway, owner, voice_id = gateway_of(request), owner_of(request), request.match_info["id"]
-    voice = await gateway.state.voices.get(owned_key(owner, voice_id)) if is_valid_id(voice_id, "v") else None
-    if voice is None:
-        raise ApiError("not_found", detail=f"voice {voice_id}")
-    return voice
+    return await load_owned(request, gateway_of(request).state.voices, "v", "voice")
 
 
 async def list_voices(request: web.Request) -> web.Response:

@@ -1,4 +1,4 @@
-"""A small HTTP client that does what the mini program does, for tests and ops scripts alike."""
+"""An HTTP client that does what the mini program does: used by `ops demo`, benchmarks and tests."""
 
 from __future__ import annotations
 
