@@ -37,6 +37,23 @@ class Settings:
     wechat_template_id: str = EMULATOR_TEMPLATE_ID
     wechat_miniprogram_state: str = "developer"
     wechat_timeout_s: float = 5.0
+    wechat_lang: str = "zh_CN"
+    # Subscription-message template keywords -> task fields; a keyword's type is its name less the digits.
+    wechat_template_fields: tuple[tuple[str, str], ...] = (
+        ("thing1", "text"),
+        ("phrase2", "status"),
+        ("character_string3", "task_id"),
+        ("time4", "updated_at"),
+    )
+
+    # Content security. msgSecCheck's "review" verdict: reject (default) or allow.
+    text_review_policy: str = "reject"
+    # When WeChat's security APIs cannot be reached: refuse the content (default) or let it through.
+    security_fail_open: bool = False
+    sensitive_words_file: str | None = None  # None: the list shipped in wechat_adapter/data/
+    # A voice whose audio verdict never arrives is decided after this long, by this policy.
+    media_review_timeout_s: int = 3600
+    media_review_timeout_policy: str = "reject"
 
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
@@ -93,6 +110,12 @@ class Settings:
         state = text("WECHAT_MINIPROGRAM_STATE", d.wechat_miniprogram_state)
         if state not in {"formal", "trial", "developer"}:
             raise ConfigError("WECHAT_MINIPROGRAM_STATE must be formal, trial or developer")
+        text_review_policy = text("TEXT_REVIEW_POLICY", d.text_review_policy)
+        if text_review_policy not in {"reject", "allow"}:
+            raise ConfigError("TEXT_REVIEW_POLICY must be reject or allow")
+        media_timeout_policy = text("MEDIA_REVIEW_TIMEOUT_POLICY", d.media_review_timeout_policy)
+        if media_timeout_policy not in {"reject", "accept"}:
+            raise ConfigError("MEDIA_REVIEW_TIMEOUT_POLICY must be reject or accept")
         engine = text("TTS_ENGINE", d.tts_engine)
         if engine not in {"espeak", "cosyvoice3"}:
             raise ConfigError("TTS_ENGINE must be espeak or cosyvoice3")
@@ -116,6 +139,15 @@ class Settings:
             wechat_push_aes_key=aes_key,
             wechat_template_id=text("WECHAT_TEMPLATE_ID", d.wechat_template_id),
             wechat_miniprogram_state=state,
+            wechat_lang=text("WECHAT_LANG", d.wechat_lang),
+            wechat_template_fields=_template_fields(
+                env.get("WECHAT_TEMPLATE_FIELDS", ""), d.wechat_template_fields
+            ),
+            text_review_policy=text_review_policy,
+            security_fail_open=boolean("SECURITY_FAIL_OPEN", d.security_fail_open),
+            sensitive_words_file=env.get("SENSITIVE_WORDS_FILE", "").strip() or None,
+            media_review_timeout_s=integer("MEDIA_REVIEW_TIMEOUT_S", d.media_review_timeout_s, minimum=1),
+            media_review_timeout_policy=media_timeout_policy,
             gateway_host=text("GATEWAY_HOST", d.gateway_host),
             gateway_port=gateway_port,
             public_base_url=text("PUBLIC_BASE_URL", f"http://127.0.0.1:{gateway_port}").rstrip("/"),
@@ -141,6 +173,19 @@ class Settings:
             f.name: ("***" if f.name in hidden and getattr(self, f.name) else getattr(self, f.name))
             for f in dataclasses.fields(self)
         }
+
+
+def _template_fields(raw: str, default: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """`thing1=text,phrase2=status,…` (keyword=task field) as pairs; empty keeps the default."""
+    if not raw.strip():
+        return default
+    pairs = []
+    for item in raw.split(","):
+        keyword, sep, field = (part.strip() for part in item.partition("="))
+        if not sep or not keyword or not field:
+            raise ConfigError(f"WECHAT_TEMPLATE_FIELDS: expected keyword=field, got {item!r}")
+        pairs.append((keyword, field))
+    return tuple(pairs)
 
 
 def _split_s3_endpoint(value: str) -> tuple[str, bool | None]:
