@@ -49,6 +49,7 @@ KV_BUCKETS: dict[str, float | None] = {
     names.MEDIA_CHECKS_BUCKET: 24 * 3600.0,  # WeChat answers within 30 minutes
     names.SESSIONS_BUCKET: None,
     names.RATE_BUCKET: 180.0,  # a few one-minute windows
+    names.WECHAT_BUCKET: 3 * 3600.0,  # access tokens live two hours
 }
 
 

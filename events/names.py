@@ -35,4 +35,5 @@ TASKS_BUCKET = "tts_tasks"  # key "<owner>.<task_id>" -> TaskRecord
 VOICES_BUCKET = "tts_voices"  # key "<owner>.<voice_id>" -> VoiceRecord
 MEDIA_CHECKS_BUCKET = "tts_media_checks"  # key "<wechat trace_id>" -> MediaCheckRecord
 SESSIONS_BUCKET = "tts_sessions"  # key "<owner>" -> SessionRecord (session_key encrypted)
+WECHAT_BUCKET = "tts_wechat"  # the shared access token, its refresh lock and last forced refresh
 RATE_BUCKET = "tts_rate"  # key "<owner>.<window start>" -> request count; entries expire by themselves

@@ -100,3 +100,13 @@ def owned_key(owner: str, item_id: str) -> str:
     if not is_valid_owner(owner):
         raise ValueError("owner is not a valid openid")
     return f"{owner}.{item_id}"
+
+
+class AccessTokenRecord(msgspec.Struct, kw_only=True):
+    """WeChat's access token as every gateway instance shares it."""
+
+    value: str
+    expires_at_s: float  # epoch seconds, as WeChat's expires_in says
+    fetched_at_s: float
+    # The last force_refresh by any instance: WeChat allows one per 30 s and 20 a day.
+    last_forced_at_s: float = 0.0

@@ -12,8 +12,10 @@ import aiohttp
 from aiohttp import web
 
 from common.config import Settings
+from events import names
 from events.bus import EventBus
 from events.state import SharedState
+from events.wechat_token import SharedTokenStore
 from storage.objects import ObjectStore
 from wechat_adapter import notifier, review
 from wechat_adapter.auth import ResourceLinks, SessionKeyVault, SessionTokens
@@ -71,6 +73,7 @@ def _gateway_context(settings: Settings, metrics: GatewayMetrics):
                 store=store,
                 wechat=WeChatClient(
                     http,
+                    SharedTokenStore(bus.kv(names.WECHAT_BUCKET)),
                     api_base=settings.wechat_api_base,
                     appid=settings.wechat_appid,
                     secret=settings.wechat_secret,

@@ -72,6 +72,14 @@ class Emulator:
         queue = self._scripts.setdefault(api, deque())
         queue.extend(WeChatError(errcode, errmsg or None) for _ in range(times))
 
+    def clear_scripts(self, api: str | None = None) -> None:
+        """Drop scripted errors not yet answered (for `api`, or for every API)."""
+        if api is None:
+            self._scripts.clear()
+        else:
+            self._require_api(api)
+            self._scripts.pop(api, None)
+
     def set_latency(self, api: str, seconds: float) -> None:
         """Delay every answer of `api` by `seconds` (0 removes the delay)."""
         self._require_api(api)
