@@ -56,6 +56,10 @@ class AudioDecodeError(AudioError):
     """The bytes are not audio we accept: not decodable, no audio, wrong container, too long."""
 
 
+class AudioTooLongError(AudioDecodeError):
+    """Decoding stopped at `max_duration_s`: real audio, just too long (or a decompression bomb)."""
+
+
 @dataclass(frozen=True, eq=False)  # eq by identity: comparing arrays element-wise has no truth value
 class Pcm:
     """Mono float32 samples in -1..1 at `sample_rate_hz`."""
@@ -143,7 +147,7 @@ def _decode_stream(
             raise AudioDecodeError(f"sample rate {frame.sample_rate} Hz is out of range")
         decoded_s += frame.samples / frame.sample_rate
         if max_decoded_s is not None and decoded_s > max_decoded_s:
-            raise AudioDecodeError(f"audio is longer than {max_decoded_s:.1f} s")
+            raise AudioTooLongError(f"audio is longer than {max_decoded_s:.1f} s")
         out_rate_hz = out_rate_hz or frame.sample_rate
         shape = (frame.format.name, frame.layout.name, frame.sample_rate)
         if shape != input_shape:  # chained Ogg streams and the like change mid-file

@@ -89,11 +89,11 @@ class SessionRecord(msgspec.Struct, kw_only=True):
 
 
 # KV keys are `<owner>.<id>`; owners are WeChat openids (28 chars of [A-Za-z0-9_-]).
-_OWNER_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_OWNER_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def is_valid_owner(owner: str) -> bool:
-    return bool(_OWNER_RE.match(owner))
+    return bool(_OWNER_RE.fullmatch(owner))
 
 
 def owned_key(owner: str, item_id: str) -> str:

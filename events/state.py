@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -43,8 +44,10 @@ class ConcurrentUpdateError(RuntimeError):
 class KvTable(Generic[R]):
     """Records of one type in one KV bucket."""
 
-    def __init__(self, kv: KeyValue, record_type: type[R]) -> None:
-        self._kv = kv
+    def __init__(self, bus: EventBus, bucket: str, record_type: type[R]) -> None:
+        self._kv = bus.kv(bucket)
+        self._js = bus.js
+        self._bucket = bucket
         self._type = record_type
         self._decoder = msgspec.json.Decoder(record_type)
 
@@ -91,20 +94,17 @@ class KvTable(Generic[R]):
         await self._kv.purge(key)
 
     async def keys(self, pattern: str) -> list[str]:
-        """Live keys matching a subject pattern such as `owner.*`, filtered by the server.
+        """Keys matching a subject pattern such as `owner.*`, from the stream's own subject index.
 
-        (nats-py's own `keys(filters=…)` reads every key of the bucket and matches substrings.)
+        Not nats-py's `keys()` (it reads the whole bucket and matches substrings) nor a watch (its
+        initial-values marker can arrive early, nats-io/nats.py#842, so listings came back short).
+        Deleted keys may be listed; `get` answers None for them.
         """
-        watcher = await self._kv.watch(pattern, meta_only=True, ignore_deletes=True)
-        found: list[str] = []
-        try:
-            async for entry in watcher:
-                if entry is None:  # initial values delivered
-                    break
-                found.append(entry.key)
-        finally:
-            await watcher.stop()
-        return found
+        info = await self._js.stream_info(
+            f"KV_{self._bucket}", subjects_filter=f"$KV.{self._bucket}.{pattern}"
+        )
+        prefix = f"$KV.{self._bucket}."
+        return [subject.removeprefix(prefix) for subject in (info.state.subjects or {})]
 
     @contextlib.asynccontextmanager
     async def watch(self, key: str) -> AsyncIterator[RecordWatch[R]]:
@@ -169,15 +169,13 @@ class TaskTable(KvTable[TaskRecord]):
     async def list_for(self, owner: str, limit: int) -> list[TaskRecord]:
         """The owner's newest tasks first (task ids sort by creation time)."""
         keys = sorted(await self.keys(f"{owner}.*"), reverse=True)[:limit]
-        tasks = [await self.get(key) for key in keys]
-        return [t for t in tasks if t is not None]
+        return [t for t in await asyncio.gather(*map(self.get, keys)) if t is not None]
 
 
 class VoiceTable(KvTable[VoiceRecord]):
     async def list_for(self, owner: str) -> list[VoiceRecord]:
         keys = sorted(await self.keys(f"{owner}.*"), reverse=True)
-        voices = [await self.get(key) for key in keys]
-        return [v for v in voices if v is not None]
+        return [v for v in await asyncio.gather(*map(self.get, keys)) if v is not None]
 
 
 class RateLimiter:
@@ -219,8 +217,8 @@ class SharedState:
     """Every KV table, built once from a connected bus whose topology is ensured."""
 
     def __init__(self, bus: EventBus) -> None:
-        self.tasks = TaskTable(bus.kv(names.TASKS_BUCKET), TaskRecord)
-        self.voices = VoiceTable(bus.kv(names.VOICES_BUCKET), VoiceRecord)
-        self.media_checks = KvTable(bus.kv(names.MEDIA_CHECKS_BUCKET), MediaCheckRecord)
-        self.sessions = KvTable(bus.kv(names.SESSIONS_BUCKET), SessionRecord)
+        self.tasks = TaskTable(bus, names.TASKS_BUCKET, TaskRecord)
+        self.voices = VoiceTable(bus, names.VOICES_BUCKET, VoiceRecord)
+        self.media_checks = KvTable(bus, names.MEDIA_CHECKS_BUCKET, MediaCheckRecord)
+        self.sessions = KvTable(bus, names.SESSIONS_BUCKET, SessionRecord)
         self.rate = RateLimiter(bus.kv(names.RATE_BUCKET))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,7 +71,8 @@ class ApiClient:
                 },
             )
         form = aiohttp.FormData()
-        form.add_field("file", audio, filename=filename, content_type="application/octet-stream")
+        # A file object, not bytes: aiohttp streams it (and warns about large in-memory bytes).
+        form.add_field("file", io.BytesIO(audio), filename=filename, content_type="application/octet-stream")
         form.add_field("prompt_text", prompt_text)
         form.add_field("name", name)
         return await self.request("POST", "/v1/voices", data=form)

@@ -94,7 +94,10 @@ async def error_middleware(
         if exc.status < 400:
             raise
         code = _HTTP_STATUS_CODES.get(exc.status, "invalid_request" if exc.status < 500 else "internal")
-        return error_response(code)
+        response = error_response(code)
+        if "Allow" in exc.headers:  # a 405 must say which methods the resource has (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return error_response("internal")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from aiohttp import BodyPartReader, web
 
-from common.audio import AudioDecodeError, decode_audio, rms_dbfs, to_wav_16k_mono
+from common.audio import AudioDecodeError, AudioTooLongError, decode_audio, rms_dbfs, to_wav_16k_mono
 from wechat_adapter.errors import ApiError
 from wechat_adapter.views.common import read_json_object
 
@@ -68,10 +68,14 @@ async def _read_multipart(request: web.Request, max_bytes: int) -> Upload:
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
                 raise ApiError("invalid_request", detail="nested multipart")
+            # One of each: a repeated part is ambiguous, and without a Content-Length (chunked) it
+            # would let one request stream any number of 5 MB files through us.
+            if part.name in fields or (part.name == "file" and audio is not None):
+                raise ApiError("invalid_request", detail=f"form field {part.name!r} is repeated")
             if part.name == "file":
                 audio = await _read_part(part, max_bytes, "audio_too_large")
             elif part.name in {"prompt_text", "name"}:
-                raw = await _read_part(part, _FIELD_MAX_BYTES, "invalid_request")
+                raw = await _read_part(part, _FIELD_MAX_BYTES, "text_too_long")
                 fields[part.name] = raw.decode("utf-8")
             else:
                 raise ApiError("invalid_request", detail=f"unexpected form field {part.name!r}")
@@ -107,6 +111,8 @@ def analyse_sample(audio: bytes) -> AcceptedSample:
         raise ApiError("audio_invalid", detail="empty file")
     try:
         pcm = decode_audio(audio, target_rate_hz=16000, max_duration_s=DECODE_LIMIT_S)
+    except AudioTooLongError as exc:
+        raise ApiError("audio_too_long", detail=str(exc)) from None
     except AudioDecodeError as exc:
         raise ApiError("audio_invalid", detail=str(exc)) from None
     if pcm.duration_s > MAX_SPEECH_S:

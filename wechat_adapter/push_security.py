@@ -53,7 +53,7 @@ class PushVerifier:
 
     def _check(self, params: Mapping[str, str], now_s: float | None) -> tuple[str, str]:
         timestamp, nonce = params.get("timestamp", ""), params.get("nonce", "")
-        if not timestamp.isdigit() or not nonce:
+        if not (timestamp.isascii() and timestamp.isdigit()) or not nonce:  # int() refuses "²"
             raise PushRejected("missing timestamp or nonce")
         if abs((now_s or time.time()) - int(timestamp)) > MAX_CLOCK_SKEW_S:
             raise PushRejected("stale timestamp")

@@ -45,8 +45,8 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         raise ApiError("unsupported_media_type", detail=f"content type {request.content_type!r}")
     try:
         body = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError("invalid_json", detail=str(exc)) from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # deep nesting exhausts the parser
+        raise ApiError("invalid_json", detail=str(exc) or type(exc).__name__) from None
     if not isinstance(body, dict):
         raise ApiError("invalid_json", detail="body is not a JSON object")
     return body

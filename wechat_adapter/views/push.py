@@ -31,9 +31,23 @@ async def verify_url(request: web.Request) -> web.Response:
     return web.Response(text=echostr)
 
 
+async def _read_body(request: web.Request) -> bytes:
+    """The whole body, or its first MAX_BODY_BYTES + 1 bytes (enough for the verifier to refuse it).
+
+    `StreamReader.read(n)` returns whatever has arrived so far, so one call can cut a body in two.
+    """
+    body = bytearray()
+    while len(body) <= MAX_BODY_BYTES:
+        chunk = await request.content.read(MAX_BODY_BYTES + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
+
+
 async def receive(request: web.Request) -> web.Response:
     """Only verified pushes become events; the review consumer does the work after we reply."""
-    body = await request.content.read(MAX_BODY_BYTES + 1)
+    body = await _read_body(request)
     try:
         message = _verifier(request).open(request.query, body)
     except PushRejected as exc:
