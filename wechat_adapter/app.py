@@ -17,13 +17,14 @@ from events.bus import EventBus
 from events.state import SharedState
 from events.wechat_token import SharedTokenStore
 from storage.objects import ObjectStore
-from wechat_adapter import notifier, review
+from wechat_adapter import notifier, review, review_timeout
 from wechat_adapter.auth import ResourceLinks, SessionKeyVault, SessionTokens
 from wechat_adapter.context import GATEWAY, Gateway
 from wechat_adapter.errors import error_middleware
 from wechat_adapter.metrics import GatewayMetrics
 from wechat_adapter.middleware import auth_middleware
 from wechat_adapter.push_security import PushVerifier
+from wechat_adapter.sensitive_words import SensitiveWords
 from wechat_adapter.views import health, push, session, syntheses, voices
 from wechat_adapter.wechat_api import WeChatClient
 
@@ -36,12 +37,14 @@ def create_app(settings: Settings) -> web.Application:
         log.warning("SESSION_SECRET is not set; using a random one for this process")
         settings = dataclasses.replace(settings, session_secret=secrets.token_urlsafe(32))
     metrics = GatewayMetrics()
+    # Read at start-up, so a missing or unreadable word list stops the gateway here, not a request.
+    sensitive_words = SensitiveWords.configured(settings.sensitive_words_file)
     app = web.Application(
         middlewares=[metrics.middleware(), error_middleware, auth_middleware],
         # JSON uploads carry base64 audio: 5 MB of audio is ~6.7 MB of text, plus the other fields.
         client_max_size=settings.upload_max_bytes * 4 // 3 + 64 * 1024,
     )
-    app.cleanup_ctx.append(_gateway_context(settings, metrics))
+    app.cleanup_ctx.append(_gateway_context(settings, metrics, sensitive_words))
     app.on_shutdown.append(_stop_streams)
     health.add_routes(app)
     session.add_routes(app)
@@ -51,7 +54,7 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-def _gateway_context(settings: Settings, metrics: GatewayMetrics):
+def _gateway_context(settings: Settings, metrics: GatewayMetrics, sensitive_words: SensitiveWords):
     async def context(app: web.Application) -> AsyncIterator[None]:
         bus = await EventBus.connect(settings.nats_urls, name="voicerelay-gateway")
         http = aiohttp.ClientSession()
@@ -89,9 +92,14 @@ def _gateway_context(settings: Settings, metrics: GatewayMetrics):
                     aes_key=settings.wechat_push_aes_key,
                     appid=settings.wechat_appid,
                 ),
+                sensitive_words=sensitive_words,
             )
             app[GATEWAY] = gateway
-            async with notifier.running(gateway), review.running(gateway):
+            async with (
+                notifier.running(gateway),
+                review.running(gateway),
+                review_timeout.running(gateway),
+            ):
                 log.info("gateway ready on %s", settings.public_base_url)
                 yield
         finally:

@@ -15,6 +15,7 @@ from storage.objects import ObjectStore
 from wechat_adapter.auth import ResourceLinks, SessionKeyVault, SessionTokens
 from wechat_adapter.metrics import GatewayMetrics
 from wechat_adapter.push_security import PushVerifier
+from wechat_adapter.sensitive_words import SensitiveWords
 from wechat_adapter.wechat_api import WeChatClient
 
 
@@ -32,6 +33,8 @@ class Gateway:
     vault: SessionKeyVault
     metrics: GatewayMetrics
     push_verifier: PushVerifier
+    # The local word list, read once at start-up; matching it is pure CPU work of microseconds.
+    sensitive_words: SensitiveWords
     # Audio decoding is CPU work: it runs here, never on the event loop.
     audio_executor: ThreadPoolExecutor
     # Set when the app stops, so long-lived responses (SSE) end instead of holding shutdown up.

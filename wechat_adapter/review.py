@@ -1,18 +1,34 @@
-"""Applying WeChat's audio verdicts: a voice becomes ready or rejected, and its waiting tasks move on."""
+"""Applying audio verdicts: a voice becomes ready or rejected, and its waiting tasks move on.
+
+Verdicts reach us as `tts.voice.reviewed` events from two sources, and this consumer applies both:
+- WeChat's `wxa_media_check` push (views/push.py): event id `review.<trace_id>`, suggest pass/review/risky;
+- the review-timeout sweeper (review_timeout.py), when WeChat stays silent too long: event id
+  `review.<trace_id>.timeout`, suggest "timeout" and the policy's `decision` (ready or rejected).
+
+`apply_verdict` is a compare-and-set from pending_review, so the first verdict consumed decides the
+voice, whichever its source, and every later one (a repeated push, a late WeChat verdict after a
+timeout, a second instance's timeout) changes nothing. Each one still re-runs the release of waiting
+tasks, which is idempotent (each task moves at most once) and finishes the job if a previous delivery
+died half-way.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import msgspec
 from nats.aio.msg import Msg
 
+from common.ids import new_id
 from events import names
+from events.bus import consumer_spec
 from events.consumer import consuming
-from events.envelope import Envelope
-from events.records import ErrorInfo, TaskStatus, VoiceRecord, VoiceStatus, owned_key
+from events.envelope import Envelope, new_event
+from events.names import EventType
+from events.records import ErrorInfo, MediaCheckRecord, TaskStatus, VoiceRecord, VoiceStatus, owned_key
 from events.task_events import failed_event, requested_event
 from wechat_adapter.context import Gateway
 from wechat_adapter.errors import ERRORS
@@ -21,7 +37,20 @@ log = logging.getLogger(__name__)
 
 # A verdict can arrive before media_check_async has returned its trace_id to us: wait for the mapping.
 _UNKNOWN_TRACE_RETRY_S = 1.0
-_UNKNOWN_TRACE_ATTEMPTS = 30
+# Below the review consumer's max_deliver, so the last attempt can still log and terminate.
+_UNKNOWN_TRACE_ATTEMPTS = consumer_spec(names.REVIEW_CONSUMER).max_deliver - 1
+
+# The `suggest` (and review label) of a decision taken because WeChat's verdict never came.
+TIMEOUT_SUGGEST = "timeout"
+_TIMEOUT_DECISIONS = frozenset({VoiceStatus.READY, VoiceStatus.REJECTED})
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a reviewed event decides for a pending voice."""
+
+    status: VoiceStatus
+    label: str
 
 
 def voice_status_for(suggest: str) -> VoiceStatus:
@@ -29,65 +58,128 @@ def voice_status_for(suggest: str) -> VoiceStatus:
     return VoiceStatus.READY if suggest == "pass" else VoiceStatus.REJECTED
 
 
+def verdict_of(event: Envelope) -> Verdict | None:
+    """The verdict a reviewed event carries; None for a timeout event without a valid decision."""
+    suggest = str(event.data.get("suggest", ""))
+    if suggest != TIMEOUT_SUGGEST:
+        return Verdict(voice_status_for(suggest), str(event.data.get("label", "")))
+    decision = event.data.get("decision")
+    if decision not in _TIMEOUT_DECISIONS:
+        return None
+    return Verdict(VoiceStatus(decision), TIMEOUT_SUGGEST)
+
+
+def timeout_event(check: MediaCheckRecord, decision: VoiceStatus) -> Envelope:
+    """The reviewed event that decides a voice whose verdict never came.
+
+    The id is the same for every instance that sweeps this check, so the stream dedupes them; it
+    differs from the push's `review.<trace_id>`, so a late WeChat verdict is still recorded.
+    """
+    return new_event(
+        EventType.VOICE_REVIEWED,
+        openid=check.owner,
+        trace_id=new_id("tr"),
+        voice_id=check.voice_id,
+        event_id=f"review.{check.trace_id}.{TIMEOUT_SUGGEST}",
+        data={
+            "media_trace_id": check.trace_id,
+            "suggest": TIMEOUT_SUGGEST,
+            "label": TIMEOUT_SUGGEST,
+            "decision": str(decision),
+        },
+    )
+
+
+async def apply_verdict(gateway: Gateway, check: MediaCheckRecord, verdict: Verdict) -> VoiceRecord | None:
+    """Decide the voice unless it is decided already, then move its waiting tasks on.
+
+    Returns the voice as stored afterwards, None when it has been deleted.
+    """
+    decided_now = False
+
+    def judge(voice: VoiceRecord) -> VoiceRecord | None:
+        nonlocal decided_now
+        if voice.status != VoiceStatus.PENDING_REVIEW:
+            return None  # the first verdict stands
+        decided_now = True
+        return msgspec.structs.replace(voice, status=verdict.status, review_label=verdict.label)
+
+    voice = await gateway.state.voices.update(owned_key(check.owner, check.voice_id), judge)
+    if voice is None:
+        log.info("verdict for deleted voice %s ignored", check.voice_id)
+        return None
+    if decided_now:
+        log.info("voice %s reviewed: %s (label %s)", voice.voice_id, voice.status, verdict.label)
+    else:
+        log.info(
+            "voice %s already %s; verdict %s (label %s) ignored",
+            voice.voice_id,
+            voice.status,
+            verdict.status,
+            verdict.label,
+        )
+    await release_waiting_tasks(gateway, voice)
+    return voice
+
+
+async def release_waiting_tasks(gateway: Gateway, voice: VoiceRecord) -> None:
+    """Queue (ready voice) or reject (rejected voice) every task of the voice still awaiting review."""
+    tasks = gateway.state.tasks
+    waiting = [
+        t
+        for t in await tasks.list_for(voice.owner, limit=10_000)
+        if t.voice_id == voice.voice_id and t.status == TaskStatus.AWAITING_REVIEW
+    ]
+    for task in waiting:
+        if voice.status == VoiceStatus.READY:
+            moved = await tasks.transition(
+                task.owner,
+                task.task_id,
+                TaskStatus.QUEUED,
+                allowed_from=frozenset({TaskStatus.AWAITING_REVIEW}),
+            )
+            if moved is not None and moved.status == TaskStatus.QUEUED:
+                await gateway.bus.publish(requested_event(moved, voice))
+        else:
+            error = ErrorInfo("voice_rejected", ERRORS["voice_rejected"][1])
+            rejected = await tasks.transition(
+                task.owner,
+                task.task_id,
+                TaskStatus.REJECTED,
+                error=error,
+                allowed_from=frozenset({TaskStatus.AWAITING_REVIEW}),
+            )
+            if rejected is not None and rejected.status == TaskStatus.REJECTED:
+                await gateway.bus.publish(failed_event(rejected, error))
+
+
 class ReviewHandler:
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
 
     async def __call__(self, event: Envelope, msg: Msg) -> None:
-        state = self._gateway.state
         trace_id = str(event.data.get("media_trace_id", ""))
-        check = await state.media_checks.get(trace_id) if trace_id else None
+        check = await self._gateway.state.media_checks.get(trace_id) if trace_id else None
         if check is None:
-            if msg.metadata.num_delivered < _UNKNOWN_TRACE_ATTEMPTS:
-                await msg.nak(delay=_UNKNOWN_TRACE_RETRY_S)
-            else:
-                log.warning("verdict for unknown media check %s dropped", trace_id)
-                await msg.term()
+            await self._unknown_check(event, msg, trace_id)
             return
-        status = voice_status_for(str(event.data.get("suggest", "")))
-        label = str(event.data.get("label", ""))
-
-        def judge(voice: VoiceRecord) -> VoiceRecord | None:
-            if voice.status != VoiceStatus.PENDING_REVIEW:
-                return None  # a repeated push: the first verdict stands
-            return msgspec.structs.replace(voice, status=status, review_label=label)
-
-        voice = await state.voices.update(owned_key(check.owner, check.voice_id), judge)
-        if voice is None:
-            log.info("verdict for deleted voice %s ignored", check.voice_id)
-        else:
-            log.info("voice %s reviewed: %s (label %s)", voice.voice_id, voice.status, label)
-            await self._release_waiting_tasks(voice)
+        verdict = verdict_of(event)
+        if verdict is None:
+            log.error("reviewed event %s has no usable decision: %s", event.id, event.data)
+            await msg.term()
+            return
+        await apply_verdict(self._gateway, check, verdict)
         await msg.ack()
 
-    async def _release_waiting_tasks(self, voice: VoiceRecord) -> None:
-        tasks = self._gateway.state.tasks
-        waiting = [
-            t
-            for t in await tasks.list_for(voice.owner, limit=10_000)
-            if t.voice_id == voice.voice_id and t.status == TaskStatus.AWAITING_REVIEW
-        ]
-        for task in waiting:
-            if voice.status == VoiceStatus.READY:
-                moved = await tasks.transition(
-                    task.owner,
-                    task.task_id,
-                    TaskStatus.QUEUED,
-                    allowed_from=frozenset({TaskStatus.AWAITING_REVIEW}),
-                )
-                if moved is not None and moved.status == TaskStatus.QUEUED:
-                    await self._gateway.bus.publish(requested_event(moved, voice))
-            else:
-                error = ErrorInfo("voice_rejected", ERRORS["voice_rejected"][1])
-                rejected = await tasks.transition(
-                    task.owner,
-                    task.task_id,
-                    TaskStatus.REJECTED,
-                    error=error,
-                    allowed_from=frozenset({TaskStatus.AWAITING_REVIEW}),
-                )
-                if rejected is not None and rejected.status == TaskStatus.REJECTED:
-                    await self._gateway.bus.publish(failed_event(rejected, error))
+    async def _unknown_check(self, event: Envelope, msg: Msg, trace_id: str) -> None:
+        # The sweeper only times out a check it has read, so a timeout event without one means the
+        # voice was deleted since: nothing to wait for.
+        timed_out = event.data.get("suggest") == TIMEOUT_SUGGEST
+        if not timed_out and msg.metadata.num_delivered < _UNKNOWN_TRACE_ATTEMPTS:
+            await msg.nak(delay=_UNKNOWN_TRACE_RETRY_S)
+            return
+        log.warning("verdict for unknown media check %s dropped", trace_id)
+        await msg.term()
 
 
 @contextlib.asynccontextmanager

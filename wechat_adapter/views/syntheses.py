@@ -18,6 +18,7 @@ from events.task_events import requested_event
 from wechat_adapter.context import Gateway
 from wechat_adapter.errors import ApiError
 from wechat_adapter.moderation import Scene, require_clean_text
+from wechat_adapter.review import release_waiting_tasks
 from wechat_adapter.views.common import (
     gateway_of,
     json_response,
@@ -54,7 +55,7 @@ def _parse_request(body: dict[str, Any], *, text_max_chars: int) -> dict[str, An
     if mode not in MODES:
         raise ApiError("invalid_request", detail=f"mode must be one of {MODES}")
     instruct = body.get("instruct")
-    if mode == "instruct" and instruct not in PRESETS_BY_ID:
+    if mode == "instruct" and (not isinstance(instruct, str) or instruct not in PRESETS_BY_ID):
         raise ApiError("invalid_request", detail="instruct must name a preset from GET /v1/presets")
     if mode != "instruct" and instruct is not None:
         raise ApiError("invalid_request", detail="instruct is only used with mode 'instruct'")
@@ -111,6 +112,13 @@ async def create_synthesis(request: web.Request) -> web.Response:
     await gateway.state.tasks.create(key, task)
     if ready:
         await _publish_or_withdraw(gateway, task, voice)
+    else:
+        # The verdict may have landed between our read of the voice and the task's creation, and
+        # its release pass may have missed this task: look once more.
+        decided = await gateway.state.voices.get(owned_key(owner, voice_id))
+        if decided is not None and decided.status != VoiceStatus.PENDING_REVIEW:
+            await release_waiting_tasks(gateway, decided)
+            task = await gateway.state.tasks.get(key) or task
     gateway.metrics.tasks_submitted.labels(str(task.status)).inc()
     log.info(
         "task %s %s for %s (voice %s, trace %s)", task.task_id, task.status, owner, voice_id, task.trace_id
@@ -134,7 +142,8 @@ async def load_task(request: web.Request) -> TaskRecord:
 async def list_syntheses(request: web.Request) -> web.Response:
     gateway = gateway_of(request)
     raw_limit = request.query.get("limit", str(LIST_LIMIT_DEFAULT))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= LIST_LIMIT_MAX:
+    # isascii: str.isdigit() also accepts "²", which int() refuses.
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= LIST_LIMIT_MAX:
         raise ApiError("invalid_request", detail=f"limit must be 1..{LIST_LIMIT_MAX}")
     tasks = await gateway.state.tasks.list_for(owner_of(request), int(raw_limit))
     return json_response({"tasks": [task_json(gateway, t) for t in tasks]})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import msgspec
 from aiohttp import web
 
 from common.ids import new_id
@@ -72,8 +73,11 @@ async def create_voice(request: web.Request) -> web.Response:
     try:
         await gateway.store.put(voice.sample_key, sample.wav_16k, "audio/wav")
         await gateway.state.voices.create(key, voice)
-        voice.media_trace_id = await _start_media_check(gateway, voice)
-        await gateway.state.voices.put(key, voice)
+        trace_id = await _start_media_check(gateway, voice)
+        # Compare-and-set, not put: WeChat's verdict may already have been applied to this voice.
+        voice = await gateway.state.voices.update(
+            key, lambda current: msgspec.structs.replace(current, media_trace_id=trace_id)
+        ) or msgspec.structs.replace(voice, media_trace_id=trace_id)
         await gateway.bus.publish(
             new_event(
                 EventType.VOICE_UPLOADED,
