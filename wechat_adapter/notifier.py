@@ -1,67 +1,197 @@
-"""Sends the "synthesis finished" subscription message when a task with `notify: true` ends."""
+"""Sends the "synthesis finished" subscription message when a task with `notify: true` ends.
+
+One `subscribeMessage.send` per finished task: `tts.synthesis.completed`, or `tts.synthesis.failed`
+(which review also publishes for a task it rejects). Every outcome is recorded on the stream, so the
+audit log never loses a notification silently:
+
+- sent: `tts.notify.sent` {template_id, attempt, reason?}.
+- WeChat refused (any errcode, after the client's own token refresh): `tts.notify.failed`
+  {template_id, attempt, errcode, errmsg, field?}, acked, never sent again. 43101 means the user gave
+  no (more) consent: one acceptance in `wx.requestSubscribeMessage` is one send, and another attempt
+  can never succeed. 47003 names the bad value (`field`, e.g. "thing1"); 40003/40037 a bad openid or
+  template. `reason` is the task's error code when it failed or was rejected.
+- WeChat unavailable (network, 5xx, -1 through the client's retries within one call): nak with a
+  growing delay (`RetryPolicy`: 1, 2, 4 … 60 s) so JetStream redelivers; the delivery that reaches
+  `give_up_after` (8 of the consumer's 10) records `tts.notify.failed` {errcode: "unavailable"} and
+  acks. The two deliveries left over cover a failure to publish that record.
+
+Delivery is at least once: if WeChat took the message but publishing the outcome or the ack failed,
+the redelivery sends it again (the user may see two cards; the outcome event dedupes on its id
+`<task_id>.notify`). Sending at most once would need a record written before the call and a lost
+notification whenever the process died during it, which is worse for a "your audio is ready" card.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
 from nats.aio.msg import Msg
 
+from common.config import ConfigError, Settings
 from events import names
+from events.bus import CONSUMERS, EventBus
 from events.consumer import consuming
 from events.envelope import Envelope
-from events.records import owned_key
+from events.records import is_valid_owner, owned_key
+from events.state import SharedState
 from events.task_events import notify_event
 from wechat_adapter.context import Gateway
-from wechat_adapter.subscribe_message import task_page, template_data
-from wechat_adapter.wechat_api import WeChatError
+from wechat_adapter.metrics import GatewayMetrics
+from wechat_adapter.subscribe_message import TemplateMapping, task_page
+from wechat_adapter.wechat_api import WeChatClient, WeChatError, WeChatUnavailable
 
 log = logging.getLogger(__name__)
 
 # 43101: the user gave no (more) consent for this template. Retrying can never succeed.
 NO_CONSENT = 43101
+BAD_ARGUMENT = 47003
+UNAVAILABLE = "unavailable"  # the errcode recorded when WeChat could not be reached in time
+# "lang" values subscribeMessage.send accepts.
+LANGS = frozenset({"zh_CN", "en_US", "zh_HK", "zh_TW"})
+MINIPROGRAM_STATES = frozenset({"formal", "trial", "developer"})
+
+# 47003's errmsg names the value it refused: "argument invalid! data.thing1.value exceeds limit".
+_REFUSED_FIELD = re.compile(r"\bdata\.([a-z_]+\d+)\b|\b(page|miniprogram_state|lang|touser|template_id)\b")
+_MAX_DELIVER = next(spec.max_deliver for spec in CONSUMERS if spec.name == names.NOTIFIER_CONSUMER)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When to try again after WeChat was unavailable, counted in JetStream deliveries (1-based)."""
+
+    first_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+    give_up_after: int = 8  # deliveries; must stay below the consumer's max_deliver
+
+    def delay_s(self, num_delivered: int) -> float:
+        """The nak delay after delivery `num_delivered` failed: 1, 2, 4, … s, capped."""
+        return min(self.first_delay_s * 2 ** max(num_delivered - 1, 0), self.max_delay_s)
+
+    def gives_up(self, num_delivered: int) -> bool:
+        return num_delivered >= self.give_up_after
+
+
+def refused_field(errmsg: str) -> str | None:
+    """The template keyword (or request field) a 47003 errmsg names, e.g. "thing1"."""
+    match = _REFUSED_FIELD.search(errmsg)
+    return None if match is None else match.group(1) or match.group(2)
 
 
 class Notifier:
-    def __init__(self, gateway: Gateway) -> None:
-        self._gateway = gateway
+    """The notifier consumer's handler; built at start-up, so a bad template mapping stops the gateway."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        state: SharedState,
+        wechat: WeChatClient,
+        bus: EventBus,
+        metrics: GatewayMetrics,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._mapping = TemplateMapping.from_pairs(settings.wechat_template_fields)
+        if settings.wechat_lang not in LANGS:
+            raise ConfigError(f"WECHAT_LANG must be one of {sorted(LANGS)}, got {settings.wechat_lang!r}")
+        if settings.wechat_miniprogram_state not in MINIPROGRAM_STATES:
+            raise ConfigError("WECHAT_MINIPROGRAM_STATE must be formal, trial or developer")
+        self._retry = retry or RetryPolicy()
+        if self._retry.give_up_after >= _MAX_DELIVER:
+            raise ValueError(
+                f"give_up_after={self._retry.give_up_after} leaves no delivery of the {_MAX_DELIVER} "
+                "the notifier consumer allows for recording the failure"
+            )
+        self._settings = settings
+        self._state = state
+        self._wechat = wechat
+        self._bus = bus
+        self._metrics = metrics
+
+    @classmethod
+    def for_gateway(cls, gateway: Gateway, *, retry: RetryPolicy | None = None) -> Notifier:
+        return cls(
+            gateway.settings,
+            state=gateway.state,
+            wechat=gateway.wechat,
+            bus=gateway.bus,
+            metrics=gateway.metrics,
+            retry=retry,
+        )
 
     async def __call__(self, event: Envelope, msg: Msg) -> None:
-        gateway = self._gateway
-        task = await gateway.state.tasks.get(owned_key(event.openid, event.task_id or ""))
+        if not event.task_id or not is_valid_owner(event.openid):
+            log.error("notifier: %s %s names no task of a valid user; dropping", event.type, event.id)
+            await msg.term()
+            return
+        task = await self._state.tasks.get(owned_key(event.openid, event.task_id))
         if task is None or not task.notify:
             await msg.ack()
             return
-        settings = gateway.settings
-        outcome: dict[str, object] = {"template_id": settings.wechat_template_id}
+        if not task.status.is_final:
+            log.warning(
+                "task %s: %s but the task is %s; not notifying", task.task_id, event.type, task.status
+            )
+            await msg.ack()
+            return
+        settings = self._settings
+        attempt = msg.metadata.num_delivered
+        outcome: dict[str, Any] = {"template_id": settings.wechat_template_id, "attempt": attempt}
+        if task.error is not None:
+            outcome["reason"] = task.error.code
         try:
-            await gateway.wechat.send_subscribe_message(
+            # The send (token fetch included, each with bounded retries) may outlast ack_wait.
+            await msg.in_progress()
+            await self._wechat.send_subscribe_message(
                 touser=task.owner,
                 template_id=settings.wechat_template_id,
                 page=task_page(task.task_id),
-                data=template_data(task),
+                data=self._mapping.data(task),
                 miniprogram_state=settings.wechat_miniprogram_state,
+                lang=settings.wechat_lang,
             )
+        except WeChatUnavailable as exc:
+            if not self._retry.gives_up(attempt):
+                delay_s = self._retry.delay_s(attempt)
+                log.warning(
+                    "task %s: notification delivery %d: %s; retrying in %.0f s",
+                    task.task_id,
+                    attempt,
+                    exc,
+                    delay_s,
+                )
+                self._metrics.notifications.labels("retried").inc()
+                await msg.nak(delay=delay_s)
+                return
+            outcome |= {"errcode": UNAVAILABLE, "errmsg": str(exc)}
+            sent = False
         except WeChatError as exc:
-            # Refusals (43101 no consent, 47003 bad field, 40003/40037 bad ids) are final: record them.
             outcome |= {"errcode": exc.errcode, "errmsg": exc.errmsg}
+            if exc.api != "subscribe_send":
+                outcome["api"] = exc.api  # e.g. stable_token refused our appid/secret
+            if exc.errcode == BAD_ARGUMENT and (field := refused_field(exc.errmsg)):
+                outcome["field"] = field
             sent = False
         else:
             sent = True
-        # WeChatUnavailable propagates: the consumer loop naks and JetStream retries with backoff.
-        await gateway.bus.publish(notify_event(task, sent=sent, data=outcome))
-        gateway.metrics.notifications.labels("sent" if sent else "failed").inc()
+        await self._bus.publish(notify_event(task, sent=sent, data=outcome))
+        self._metrics.notifications.labels("sent" if sent else "failed").inc()
         log.info(
-            "task %s: notification %s %s",
+            "task %s: notification %s on delivery %d%s",
             task.task_id,
             "sent" if sent else "failed",
-            outcome.get("errcode", ""),
+            attempt,
+            "" if sent else f" (errcode {outcome['errcode']})",
         )
         await msg.ack()
 
 
 @contextlib.asynccontextmanager
 async def running(gateway: Gateway) -> AsyncIterator[None]:
-    async with consuming(gateway.bus, names.NOTIFIER_CONSUMER, Notifier(gateway)):
+    """Consume finished tasks for as long as the block runs; a bad template mapping raises here."""
+    async with consuming(gateway.bus, names.NOTIFIER_CONSUMER, Notifier.for_gateway(gateway)):
         yield
