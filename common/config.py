@@ -61,6 +61,7 @@ class Settings:
     session_secret: str = ""  # empty: the gateway makes one up (tokens then die with the process)
     session_ttl_s: int = 7 * 24 * 3600
 
+    worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = 9108
 
     tts_engine: str = "espeak"
@@ -152,6 +153,7 @@ class Settings:
             gateway_port=gateway_port,
             public_base_url=text("PUBLIC_BASE_URL", f"http://127.0.0.1:{gateway_port}").rstrip("/"),
             session_secret=env.get("SESSION_SECRET", "").strip(),
+            worker_metrics_host=text("WORKER_METRICS_HOST", d.worker_metrics_host),
             worker_metrics_port=integer("WORKER_METRICS_PORT", d.worker_metrics_port, minimum=1),
             tts_engine=engine,
             cosyvoice_model_dir=env.get("COSYVOICE_MODEL_DIR", "").strip() or None,

@@ -42,6 +42,13 @@ CONSUMERS = (
     ConsumerSpec(names.NOTIFIER_CONSUMER, tuple(names.NOTIFIER_SUBJECTS), 30.0, 10, 1000),
     ConsumerSpec(names.REVIEW_CONSUMER, tuple(names.REVIEW_SUBJECTS), 30.0, 10, 1000),
 )
+
+
+def consumer_spec(name: str) -> ConsumerSpec:
+    """The settings a durable consumer is created with (handlers need max_deliver to know a last try)."""
+    return next(spec for spec in CONSUMERS if spec.name == name)
+
+
 # bucket -> how long its entries live (None: until deleted)
 KV_BUCKETS: dict[str, float | None] = {
     names.TASKS_BUCKET: None,

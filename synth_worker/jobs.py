@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from nats.aio.msg import Msg
 
 from common.audio import CONTENT_TYPES, AudioError, Pcm, decode_audio, encode_audio
-from events.bus import EventBus
+from events import names
+from events.bus import EventBus, consumer_spec
 from events.envelope import Envelope
 from events.records import ErrorInfo, TaskRecord, TaskStatus
 from events.state import SharedState
 from events.task_events import completed_event, failed_event, started_event
 from storage.keys import output_key
-from storage.objects import ObjectNotFound, ObjectStore, StorageError
+from storage.objects import ObjectNotFound, ObjectStore
 from synth_worker.engines.base import Engine, EngineInputError, SynthesisRequest
 from synth_worker.metrics import WorkerMetrics
 
@@ -35,6 +36,7 @@ AIGC_PROVIDER = "VoiceRelay"
 
 SYNTHESIS_FAILED = ErrorInfo("synthesis_failed", "语音合成失败，请换一段文字再试")
 VOICE_GONE = ErrorInfo("voice_deleted", "声音已被删除，无法合成")
+GAVE_UP = ErrorInfo("synthesis_failed", "语音合成暂时失败，请稍后重试")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,7 @@ class JobRunner:
         self._bus, self._state, self._store = bus, state, store
         self._engine, self._executor, self._metrics = engine, executor, metrics
         self._heartbeat_s = heartbeat_s
+        self._max_deliver = consumer_spec(names.WORKER_CONSUMER).max_deliver
 
     async def __call__(self, event: Envelope, msg: Msg) -> None:
         owner, task_id = event.openid, event.task_id or ""
@@ -126,10 +129,14 @@ class JobRunner:
             log.warning("task %s cannot be synthesised: %s", task_id, exc)
             await self._fail(task, SYNTHESIS_FAILED, msg)
             return
-        except StorageError as exc:
-            log.warning(
-                "task %s: storage unavailable (%s); retrying in %.0f s", task_id, exc, TRANSIENT_RETRY_DELAY_S
-            )
+        except Exception as exc:
+            # Transient (S3 down, an engine hiccup): hand the job back with a delay. On the last
+            # delivery the task fails with a reason, so it is never left "running" forever.
+            if msg.metadata.num_delivered >= self._max_deliver:
+                log.exception("task %s failed on its last delivery", task_id)
+                await self._fail(task, GAVE_UP, msg)
+                return
+            log.warning("task %s: %s; retrying in %.0f s", task_id, exc, TRANSIENT_RETRY_DELAY_S)
             await msg.nak(delay=TRANSIENT_RETRY_DELAY_S)
             return
         done = await self._state.tasks.transition(

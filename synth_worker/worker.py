@@ -46,7 +46,7 @@ async def health_server(settings: Settings, metrics: WorkerMetrics, bus: EventBu
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.gateway_host, settings.worker_metrics_port).start()
+        await web.TCPSite(runner, settings.worker_metrics_host, settings.worker_metrics_port).start()
         yield
     finally:
         await runner.cleanup()
