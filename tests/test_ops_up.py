@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from stack import serving
 
-from ops.client import ApiClient
+from ops.client import ApiClient, eventually
 from ops.services import SeaweedS3, free_port, free_port_block, pid_alive
 from ops.up import EXIT_CONFIG, READY_LINE, REPO_ROOT
 from wechat_adapter.emulator.app import EMULATOR_KEY, EmulatorConfig, create_emulator_app
@@ -73,6 +73,14 @@ async def _ops_up(env: dict[str, str]) -> asyncio.subprocess.Process:
     )  # fmt: skip
 
 
+async def all_gone(pids: set[int], transcript: str) -> None:
+    """Every pid ends (a killed process's death is asynchronous: allow it a moment)."""
+    try:
+        await eventually(lambda: not [pid for pid in pids if pid_alive(pid)], timeout_s=5)
+    except TimeoutError:
+        pytest.fail(f"left behind: {[pid for pid in pids if pid_alive(pid)]}\n{transcript}")
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "var"
@@ -107,7 +115,7 @@ async def test_up_runs_the_stack_and_sigint_leaves_nothing_behind(data_dir: Path
         await _terminate(process, children)
     transcript = "".join(output)
     assert process.returncode == 0, transcript
-    assert [pid for pid in children if pid_alive(pid)] == [], transcript
+    await all_gone(children, transcript)
     for name in ("nats", "s3", "emulator", "gateway", "worker"):
         assert (data_dir / "logs" / f"{name}.log").is_file()
 
@@ -128,7 +136,7 @@ async def test_up_stops_everything_when_a_child_dies(data_dir: Path) -> None:
     transcript = "".join(output)
     assert process.returncode == 1, transcript
     assert "worker exited (killed by SIGKILL); last lines of" in transcript
-    assert [pid for pid in children if pid_alive(pid)] == [], transcript
+    await all_gone(children, transcript)
 
 
 async def test_up_refuses_a_port_in_use_and_starts_nothing(data_dir: Path) -> None:
