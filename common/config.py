@@ -68,6 +68,16 @@ class Settings:
     cosyvoice_model_dir: str | None = None
 
     rate_limit_per_minute: int = 3
+    # Backpressure: refuse new syntheses (503 overloaded) while this many jobs wait for a worker.
+    queue_max_pending: int = 1000
+    # Browser origins allowed to call the API (the H5 page); the mini program needs none.
+    cors_origins: tuple[str, ...] = ()
+    # S3 lifecycle: samples and outputs expire after this many days.
+    sample_retention_days: int = 30
+    output_retention_days: int = 7
+    # Extra seconds added to every synthesis: stands in for a GPU engine's time in benchmarks and
+    # fault tests with the fast CPU engine. Always 0 in production.
+    engine_delay_s: float = 0.0
     text_max_chars: int = 200
     upload_max_bytes: int = 5 * 1024 * 1024
     audit_max_age_s: int = 30 * 24 * 3600
@@ -158,6 +168,13 @@ class Settings:
             tts_engine=engine,
             cosyvoice_model_dir=env.get("COSYVOICE_MODEL_DIR", "").strip() or None,
             rate_limit_per_minute=integer("RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute, minimum=1),
+            queue_max_pending=integer("QUEUE_MAX_PENDING", d.queue_max_pending, minimum=1),
+            cors_origins=tuple(
+                o.strip().rstrip("/") for o in env.get("CORS_ORIGINS", "").split(",") if o.strip()
+            ),
+            sample_retention_days=integer("SAMPLE_RETENTION_DAYS", d.sample_retention_days, minimum=1),
+            output_retention_days=integer("OUTPUT_RETENTION_DAYS", d.output_retention_days, minimum=1),
+            engine_delay_s=_non_negative_float("ENGINE_DELAY_S", env.get("ENGINE_DELAY_S", "")),
             text_max_chars=integer("TEXT_MAX_CHARS", d.text_max_chars, minimum=1),
             log_level=text("LOG_LEVEL", d.log_level).upper(),
         )
@@ -175,6 +192,18 @@ class Settings:
             f.name: ("***" if f.name in hidden and getattr(self, f.name) else getattr(self, f.name))
             for f in dataclasses.fields(self)
         }
+
+
+def _non_negative_float(name: str, raw: str) -> float:
+    if not raw.strip():
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must be >= 0")
+    return value
 
 
 def _template_fields(raw: str, default: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
