@@ -54,6 +54,26 @@ async def read_events(
             await subscription.unsubscribe()
 
 
+async def follow_events(
+    bus: EventBus, *, subjects: str = "tts.>", on_subscribed: Callable[[], None] = lambda: None
+) -> AsyncIterator[Envelope]:
+    """Events as they are published from now on; runs until the caller stops iterating."""
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
+    subscription = await bus.js.subscribe(subjects, stream=names.STREAM, ordered_consumer=True, config=config)
+    on_subscribed()
+    try:
+        while True:
+            try:
+                msg = await subscription.next_msg(timeout=_IDLE_S)
+            except nats.errors.TimeoutError:
+                continue
+            with contextlib.suppress(MalformedEvent):
+                yield decode_envelope(msg.data)
+    finally:
+        with contextlib.suppress(nats.errors.Error):
+            await subscription.unsubscribe()
+
+
 async def task_timeline(bus: EventBus, task_id: str) -> list[Envelope]:
     """Every event of one task, in the order the stream recorded them."""
     created_s = id_time_s(task_id)

@@ -1,6 +1,7 @@
 """Print events from the stream (the audit log), oldest first.
 
-python -m ops replay task <task_id>     the task's timeline: one line per event
+python -m ops replay task <task_id>                  one task's timeline
+python -m ops replay --since 1h [--type tts.synthesis.failed]   the log, filtered
 """
 
 from __future__ import annotations
@@ -8,35 +9,65 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
+import time
 
 import msgspec
 
 from common.config import Settings
 from events.bus import EventBus
-from events.replay import describe, task_timeline
+from events.envelope import Envelope
+from events.replay import describe, read_events, task_timeline
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(value: str) -> float:
+    """`90s`, `15m`, `1h`, `7d` -> seconds."""
+    match = _DURATION.match(value.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a duration like 30m, 1h or 7d, got {value!r}")
+    return int(match.group(1)) * _UNIT_S[match.group(2)]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    targets = parser.add_subparsers(dest="target", metavar="<target>", required=True)
+    parser.add_argument("--json", action="store_true", help="one JSON envelope per line")
+    parser.add_argument("--since", type=parse_since, help="only events this recent, e.g. 1h")
+    parser.add_argument("--type", action="append", help="only this event type (repeatable)")
+    targets = parser.add_subparsers(dest="target", metavar="<target>")
     task = targets.add_parser("task", help="one task's events in order")
     task.add_argument("task_id")
-    parser.add_argument("--json", action="store_true", help="one JSON envelope per line")
 
 
-async def _replay_task(task_id: str, as_json: bool) -> int:
-    settings = Settings.from_env()
-    bus = await EventBus.connect(settings.nats_urls, name="voicerelay-ops")
+def render(event: Envelope, as_json: bool) -> str:
+    return json.dumps(msgspec.to_builtins(event), ensure_ascii=False) if as_json else describe(event)
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    bus = await EventBus.connect(Settings.from_env().nats_urls, name="voicerelay-ops")
+    types = set(args.type or ())
     try:
-        events = await task_timeline(bus, task_id)
+        if args.target == "task":
+            events = await task_timeline(bus, args.task_id)
+            if not events:
+                print(f"no events for task {args.task_id}")
+                return 1
+        else:
+            since_s = None if args.since is None else time.time() - args.since
+            events = [
+                e
+                async for e in read_events(
+                    bus, since_s=since_s, accept=lambda e: not types or e.type in types
+                )
+            ]
     finally:
         await bus.close()
-    if not events:
-        print(f"no events for task {task_id}")
-        return 1
     for event in events:
-        print(json.dumps(msgspec.to_builtins(event), ensure_ascii=False) if as_json else describe(event))
+        if not types or event.type in types:
+            print(render(event, args.json), flush=True)
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(_replay_task(args.task_id, args.json))
+    return asyncio.run(_replay(args))
