@@ -22,6 +22,9 @@ class ConfigError(ValueError):
 @dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
     nats_urls: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    # Replicas of the stream, consumers and KV buckets (3 on a three-node cluster). None keeps what
+    # exists (1 for a new deployment), so a process started without it never scales a cluster down.
+    nats_replicas: int | None = None
 
     s3_endpoint: str = "127.0.0.1:8333"
     s3_access_key: str = "voicerelay"
@@ -138,6 +141,7 @@ class Settings:
             nats_urls=tuple(
                 u.strip() for u in text("NATS_URL", ",".join(d.nats_urls)).split(",") if u.strip()
             ),
+            nats_replicas=integer("NATS_REPLICAS", 0, minimum=0) or None,
             s3_endpoint=endpoint,
             s3_access_key=text("S3_ACCESS_KEY", d.s3_access_key),
             s3_secret_key=text("S3_SECRET_KEY", d.s3_secret_key),

@@ -34,19 +34,33 @@ class ConsumerSpec:
     ack_wait_s: float
     max_deliver: int
     max_ack_pending: int
+    stream: str = names.STREAM
 
 
 CONSUMERS = (
-    # Synthesis can take a while on CPU; workers heartbeat with in_progress() on long jobs.
-    ConsumerSpec(names.WORKER_CONSUMER, tuple(names.WORKER_SUBJECTS), 60.0, 5, 1000),
+    # Workers send in_progress() every ack_wait/3 (synth_worker/jobs.py), so a long synthesis stays
+    # theirs while a killed worker's job goes to another within 15 s. Ten deliveries, with transient
+    # failures retried after 1, 2, 4, 8, 8, … s, ride out about a minute of S3 or engine trouble.
+    ConsumerSpec(names.WORKER_CONSUMER, tuple(names.WORKER_SUBJECTS), 15.0, 10, 1000),
     ConsumerSpec(names.NOTIFIER_CONSUMER, tuple(names.NOTIFIER_SUBJECTS), 30.0, 10, 1000),
     ConsumerSpec(names.REVIEW_CONSUMER, tuple(names.REVIEW_SUBJECTS), 30.0, 10, 1000),
+)
+# On the dead-letter stream (kept apart: every one of CONSUMERS is on the event stream).
+DEADLETTER_CONSUMERS = (
+    ConsumerSpec(
+        names.WORKER_DEADLETTER_CONSUMER,
+        tuple(names.WORKER_DEADLETTER_SUBJECTS),
+        30.0,
+        20,
+        1000,
+        stream=names.DEADLETTER_STREAM,
+    ),
 )
 
 
 def consumer_spec(name: str) -> ConsumerSpec:
     """The settings a durable consumer is created with (handlers need max_deliver to know a last try)."""
-    return next(spec for spec in CONSUMERS if spec.name == name)
+    return next(spec for spec in (*CONSUMERS, *DEADLETTER_CONSUMERS) if spec.name == name)
 
 
 # bucket -> how long its entries live (None: until deleted)
@@ -57,6 +71,9 @@ KV_BUCKETS: dict[str, float | None] = {
     names.SESSIONS_BUCKET: None,
     names.RATE_BUCKET: 180.0,  # a few one-minute windows
     names.WECHAT_BUCKET: 3 * 3600.0,  # access tokens live two hours
+    names.IDEMPOTENCY_BUCKET: 24 * 3600.0,  # how long a client may retry with the same key
+    # The default output retention: an entry that outlives its audio is only a miss, never an error.
+    names.RESULTS_BUCKET: 7 * 24 * 3600.0,
 }
 
 
@@ -91,25 +108,43 @@ class EventBus:
         )
         return cls(nc, nc.jetstream())
 
-    async def ensure_topology(self, *, audit_max_age_s: float, replicas: int = 1) -> None:
-        """Create or update the stream, consumers and KV buckets; safe to run from every process."""
-        stream = StreamConfig(
-            name=names.STREAM,
-            subjects=list(names.STREAM_SUBJECTS),
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_age=audit_max_age_s,
-            num_replicas=replicas,
-            duplicate_window=120.0,
+    async def ensure_topology(self, *, audit_max_age_s: float, replicas: int | None = None) -> None:
+        """Create or update the streams, consumers and KV buckets; safe to run from every process.
+
+        `replicas` (3 on a three-node cluster) is applied to every stream, consumer and new bucket.
+        None follows the event stream as it exists (1 for a new deployment), so a process started
+        without it never scales a replicated deployment down.
+        """
+        if replicas is None:
+            replicas = await self._stream_replicas(names.STREAM) or 1
+        await self._ensure_stream(
+            StreamConfig(
+                name=names.STREAM,
+                subjects=list(names.STREAM_SUBJECTS),
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                max_age=audit_max_age_s,
+                num_replicas=replicas,
+                duplicate_window=120.0,
+            )
         )
-        try:
-            await self.js.stream_info(names.STREAM)
-            await self.js.update_stream(stream)
-        except NotFoundError:
-            await self.js.add_stream(stream)
-        for spec in CONSUMERS:
+        # A dead letter points into the event stream, so it is worth keeping as long as the event is.
+        await self._ensure_stream(
+            StreamConfig(
+                name=names.DEADLETTER_STREAM,
+                subjects=list(names.DEADLETTER_STREAM_SUBJECTS),
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                max_age=audit_max_age_s,
+                num_replicas=replicas,
+            )
+        )
+        for spec in (*CONSUMERS, *DEADLETTER_CONSUMERS):
+            # A durable create without an action is create-or-update (nats-server >= 2.10): changed
+            # settings such as ack_wait or max_deliver apply to the existing consumer, which keeps its
+            # place and pending messages. A change the server cannot apply raises here, at start-up.
             await self.js.add_consumer(
-                names.STREAM,
+                spec.stream,
                 ConsumerConfig(
                     durable_name=spec.name,
                     filter_subjects=list(spec.subjects),
@@ -130,7 +165,27 @@ class EventBus:
                         bucket=bucket, history=5, ttl=ttl_s, replicas=replicas, storage=StorageType.FILE
                     )
                 )
-        log.info("jetstream topology ready: stream %s, %d consumers", names.STREAM, len(CONSUMERS))
+        log.info(
+            "jetstream topology ready: stream %s, %d consumers, %d replica(s)",
+            names.STREAM,
+            len(CONSUMERS) + len(DEADLETTER_CONSUMERS),
+            replicas,
+        )
+
+    async def _stream_replicas(self, stream: str) -> int | None:
+        try:
+            return (await self.js.stream_info(stream)).config.num_replicas
+        except NotFoundError:
+            return None
+
+    async def _ensure_stream(self, config: StreamConfig) -> None:
+        assert config.name is not None
+        try:
+            await self.js.stream_info(config.name)
+        except NotFoundError:
+            await self.js.add_stream(config)
+        else:
+            await self.js.update_stream(config)
 
     def kv(self, bucket: str) -> KeyValue:
         return self._kv[bucket]
@@ -147,7 +202,7 @@ class EventBus:
 
     async def pull_subscription(self, consumer: str) -> JetStreamContext.PullSubscription:
         """Bind to a durable consumer created by `ensure_topology`."""
-        return await self.js.pull_subscribe_bind(durable=consumer, stream=names.STREAM)
+        return await self.js.pull_subscribe_bind(durable=consumer, stream=consumer_spec(consumer).stream)
 
     @property
     def is_connected(self) -> bool:

@@ -18,6 +18,9 @@ class EventType(StrEnum):
     SYNTHESIS_STARTED = "tts.synthesis.started"
     SYNTHESIS_COMPLETED = "tts.synthesis.completed"
     SYNTHESIS_FAILED = "tts.synthesis.failed"
+    # A job JetStream gave up on (max_deliver reached) without a worker failing it: the task is failed
+    # and this event keeps the original event id, for operators.
+    SYNTHESIS_DEADLETTERED = "tts.synthesis.deadlettered"
     NOTIFY_SENT = "tts.notify.sent"
     NOTIFY_FAILED = "tts.notify.failed"
 
@@ -30,6 +33,20 @@ NOTIFIER_SUBJECTS = (EventType.SYNTHESIS_COMPLETED, EventType.SYNTHESIS_FAILED)
 REVIEW_CONSUMER = "voice-review"
 REVIEW_SUBJECTS = (EventType.VOICE_REVIEWED,)
 
+
+def max_deliveries_subject(stream: str, consumer: str = "*") -> str:
+    """The advisory JetStream publishes when `consumer` stops redelivering a message (max_deliver)."""
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}"
+
+
+# Dead letters: a job that ran out of deliveries without a worker failing it (killed on its last try).
+# JetStream announces it only once, as a core-NATS advisory; a second stream keeps those advisories, so
+# one is handled (and retried) by a worker even if the process that saw it first dies.
+DEADLETTER_STREAM = "TTS_DEADLETTER"
+DEADLETTER_STREAM_SUBJECTS = (max_deliveries_subject(STREAM),)
+WORKER_DEADLETTER_CONSUMER = "synth-worker-deadletter"
+WORKER_DEADLETTER_SUBJECTS = (max_deliveries_subject(STREAM, WORKER_CONSUMER),)
+
 # JetStream KV buckets: the shared state of every gateway and worker instance.
 TASKS_BUCKET = "tts_tasks"  # key "<owner>.<task_id>" -> TaskRecord
 VOICES_BUCKET = "tts_voices"  # key "<owner>.<voice_id>" -> VoiceRecord
@@ -37,3 +54,7 @@ MEDIA_CHECKS_BUCKET = "tts_media_checks"  # key "<wechat trace_id>" -> MediaChec
 SESSIONS_BUCKET = "tts_sessions"  # key "<owner>" -> SessionRecord (session_key encrypted)
 WECHAT_BUCKET = "tts_wechat"  # the shared access token, its refresh lock and last forced refresh
 RATE_BUCKET = "tts_rate"  # key "<owner>.<window start>" -> request count; entries expire by themselves
+# key "<owner>.<sha256 of the Idempotency-Key>" -> IdempotencyClaim; a day, as clients retry within it
+IDEMPOTENCY_BUCKET = "tts_idempotency"
+# key "<owner>.<voice_id>.<request hash>" -> CachedResult; the voice in the key lets its deletion find them
+RESULTS_BUCKET = "tts_cache"

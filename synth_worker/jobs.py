@@ -3,6 +3,11 @@
 Order matters for "nothing lost": store the audio, record the final state, publish the event,
 and only then ack. A crash anywhere before the ack means redelivery, and every step is idempotent
 (the output key is derived from the task id; event ids dedupe on the stream).
+
+How a job ends: success (ack); a poison job, one that can never succeed, fails the task with a reason
+(term); a transient failure (S3 down, the engine busy) hands the job back with a growing delay (nak),
+and the last delivery fails the task instead. A job whose deliveries ran out while no worker could
+fail it (a worker killed on its last try) comes back as a dead letter, and `dead_letter` fails it.
 """
 
 from __future__ import annotations
@@ -15,15 +20,18 @@ from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+import nats.errors
 from nats.aio.msg import Msg
 
 from common.audio import CONTENT_TYPES, AudioError, Pcm, decode_audio, encode_audio
 from events import names
 from events.bus import EventBus, consumer_spec
+from events.consumer import DeadLetter
 from events.envelope import Envelope
+from events.names import EventType
 from events.records import ErrorInfo, TaskRecord, TaskStatus
 from events.state import SharedState
-from events.task_events import completed_event, failed_event, started_event
+from events.task_events import completed_event, failed_event, started_event, task_event
 from storage.keys import output_key
 from storage.objects import ObjectNotFound, ObjectStore
 from synth_worker.engines.base import Engine, EngineInputError, SynthesisRequest
@@ -31,7 +39,11 @@ from synth_worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_RETRY_DELAY_S = 5.0
+# Transient failures are retried after 1, 2, 4, 8, 8, … s (delivery 1, 2, 3, …). With the worker
+# consumer's 10 deliveries that spans about a minute: an S3 restart or a busy engine is ridden out, and
+# once the cause is gone a job waits at most 8 s for its next try.
+RETRY_FIRST_DELAY_S = 1.0
+RETRY_MAX_DELAY_S = 8.0
 AIGC_PROVIDER = "VoiceRelay"
 
 SYNTHESIS_FAILED = ErrorInfo("synthesis_failed", "语音合成失败，请换一段文字再试")
@@ -61,6 +73,11 @@ def render(engine: Engine, request: SynthesisRequest, audio_format: str, task_id
     return Rendered(encode_audio(pcm, audio_format, metadata=label), pcm.duration_s, synthesis_s)
 
 
+def retry_delay_s(num_delivered: int) -> float:
+    """How long a transiently failed job waits before its next delivery: doubling, capped."""
+    return min(RETRY_FIRST_DELAY_S * 2.0 ** max(num_delivered - 1, 0), RETRY_MAX_DELAY_S)
+
+
 @contextlib.asynccontextmanager
 async def heartbeat(msg: Msg, every_s: float) -> AsyncIterator[None]:
     """Tell JetStream the job is alive while it runs, so a long synthesis is not redelivered."""
@@ -68,7 +85,12 @@ async def heartbeat(msg: Msg, every_s: float) -> AsyncIterator[None]:
     async def beat() -> None:
         while True:
             await asyncio.sleep(every_s)
-            await msg.in_progress()
+            try:
+                await msg.in_progress()
+            except nats.errors.Error as exc:
+                # NATS is reconnecting; the job goes on. A beat or two late only risks a redelivery,
+                # which the task id makes harmless.
+                log.warning("heartbeat for %s not sent: %s", msg.subject, exc)
 
     beating = asyncio.create_task(beat(), name="heartbeat")
     try:
@@ -91,12 +113,14 @@ class JobRunner:
         engine: Engine,
         executor: Executor,
         metrics: WorkerMetrics,
-        heartbeat_s: float = 20.0,
+        heartbeat_s: float | None = None,
     ) -> None:
         self._bus, self._state, self._store = bus, state, store
         self._engine, self._executor, self._metrics = engine, executor, metrics
-        self._heartbeat_s = heartbeat_s
-        self._max_deliver = consumer_spec(names.WORKER_CONSUMER).max_deliver
+        spec = consumer_spec(names.WORKER_CONSUMER)
+        # Three beats per ack_wait: one lost beat never costs the job.
+        self._heartbeat_s = spec.ack_wait_s / 3 if heartbeat_s is None else heartbeat_s
+        self._max_deliver = spec.max_deliver
 
     async def __call__(self, event: Envelope, msg: Msg) -> None:
         owner, task_id = event.openid, event.task_id or ""
@@ -136,8 +160,9 @@ class JobRunner:
                 log.exception("task %s failed on its last delivery", task_id)
                 await self._fail(task, GAVE_UP, msg)
                 return
-            log.warning("task %s: %s; retrying in %.0f s", task_id, exc, TRANSIENT_RETRY_DELAY_S)
-            await msg.nak(delay=TRANSIENT_RETRY_DELAY_S)
+            delay_s = retry_delay_s(msg.metadata.num_delivered)
+            log.warning("task %s: %s; retrying in %.0f s", task_id, exc, delay_s)
+            await msg.nak(delay=delay_s)
             return
         done = await self._state.tasks.transition(
             owner,
@@ -153,6 +178,34 @@ class JobRunner:
         log.info(
             "task %s succeeded: %.2f s audio in %.2f s", task_id, rendered.duration_s, rendered.synthesis_s
         )
+        await msg.ack()
+
+    async def dead_letter(self, letter: DeadLetter, msg: Msg) -> None:
+        """A job the worker consumer gave up on: fail its task unless it finished, and say so.
+
+        Several workers may see one dead letter (a redelivery, a crash half-way): the task moves by
+        compare-and-set and the events have fixed ids, so doing it twice changes nothing.
+        """
+        event = letter.event
+        owner, task_id = event.openid, event.task_id or ""
+        task = await self._state.tasks.get(f"{owner}.{task_id}")
+        if task is None or task.status == TaskStatus.REJECTED:
+            await msg.ack()
+            return
+        if task.status == TaskStatus.SUCCEEDED:  # died between success and ack: make sure it is told
+            await self._publish_completed(task)
+            await msg.ack()
+            return
+        failed = await self._state.tasks.fail(owner, task_id, GAVE_UP)
+        if failed is not None and failed.status == TaskStatus.FAILED:
+            await self._bus.publish(failed_event(failed, failed.error or GAVE_UP))
+            where = {"stream": letter.stream, "stream_seq": letter.stream_seq, "consumer": letter.consumer}
+            data = {"original_event_id": event.id, "deliveries": letter.deliveries, **where}
+            await self._bus.publish(task_event(failed, EventType.SYNTHESIS_DEADLETTERED, "deadletter", data))
+            self._metrics.tasks.labels("deadlettered").inc()
+            log.warning(
+                "task %s dead-lettered after %d deliveries (event %s)", task_id, letter.deliveries, event.id
+            )
         await msg.ack()
 
     async def _synthesise(self, task: TaskRecord, event: Envelope) -> Rendered:

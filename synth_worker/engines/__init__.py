@@ -1,6 +1,7 @@
 """Speech engines behind one interface: `espeak` (CPU, development and CI) and `cosyvoice3` (GPU)."""
 
 from synth_worker.engines.base import (
+    DelayedEngine,
     Engine,
     EngineError,
     EngineInputError,
@@ -10,6 +11,7 @@ from synth_worker.engines.base import (
 )
 
 __all__ = [
+    "DelayedEngine",
     "Engine",
     "EngineError",
     "EngineInputError",

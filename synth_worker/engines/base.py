@@ -7,6 +7,7 @@ single-thread executor: models and C libraries keep state that is not safe to sh
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -65,6 +66,27 @@ class Engine(Protocol):
     def synthesize(self, request: SynthesisRequest) -> Pcm:
         """Blocking; one call at a time per engine instance."""
         ...
+
+
+class DelayedEngine:
+    """Another engine plus a fixed delay per call: stands in for GPU time (ENGINE_DELAY_S).
+
+    The delay blocks the calling thread, as a model would, so benchmarks and fault tests see a slow
+    job exactly as the worker will: the event loop free, the engine's one executor thread busy.
+    """
+
+    def __init__(self, inner: Engine, delay_s: float) -> None:
+        if not (math.isfinite(delay_s) and delay_s >= 0):
+            raise ValueError(f"delay_s must be a non-negative number, not {delay_s}")
+        self.inner = inner
+        self.delay_s = delay_s
+        self.name = inner.name
+        self.version = inner.version
+        self.sample_rate_hz = inner.sample_rate_hz
+
+    def synthesize(self, request: SynthesisRequest) -> Pcm:
+        time.sleep(self.delay_s)
+        return self.inner.synthesize(request)
 
 
 def load_engine(name: str, *, model_dir: str | None = None) -> Engine:
