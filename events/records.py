@@ -88,6 +88,26 @@ class SessionRecord(msgspec.Struct, kw_only=True):
     updated_at: str
 
 
+class IdempotencyClaim(msgspec.Struct, kw_only=True):
+    """The first request under an `Idempotency-Key`: what it asked and the task id it owns.
+
+    The task id is chosen when the key is claimed, so a retry can find the task by it as soon as
+    the task exists, and a claim whose task never appeared can be taken over under the same id.
+    """
+
+    fingerprint: str  # a hash of the request's normalised fields
+    task_id: str
+    claimed_at_s: float  # epoch seconds, renewed by a takeover
+
+
+class CachedResult(msgspec.Struct, kw_only=True):
+    """The task whose audio answers every identical request (see SharedState.results)."""
+
+    task_id: str
+    engine: str  # "<engine>/<version>" the key was computed with
+    created_at: str
+
+
 # KV keys are `<owner>.<id>`; owners are WeChat openids (28 chars of [A-Za-z0-9_-]).
 _OWNER_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 

@@ -7,18 +7,20 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 import msgspec
 import nats.errors
-from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue, StopIterSentinel
 
 from events import names
 from events.bus import EventBus
-from events.envelope import utc_now_iso
+from events.envelope import MalformedEvent, decode_envelope, utc_now_iso
 from events.records import (
+    CachedResult,
     ErrorInfo,
+    IdempotencyClaim,
     MediaCheckRecord,
     SessionRecord,
     TaskRecord,
@@ -70,6 +72,22 @@ class KvTable(Generic[R]):
     async def put(self, key: str, record: R) -> None:
         await self._kv.put(key, msgspec.json.encode(record))
 
+    async def create_or_get(self, key: str, record: R) -> tuple[R, bool]:
+        """Store `record` unless the key holds one: (the record holding the key, whether it is ours).
+
+        One atomic create decides between racing callers, whichever instance they run on.
+        """
+        for _ in range(_CAS_ATTEMPTS):
+            try:
+                await self.create(key, record)
+            except (KeyWrongLastSequenceError, *_ABSENT):
+                holder = await self.get(key)
+                if holder is None:
+                    continue  # deleted between the create and the get: try again
+                return holder, False
+            return record, True
+        raise ConcurrentUpdateError(key)
+
     async def update(self, key: str, mutate: Callable[[R], R | None]) -> R | None:
         """Apply `mutate` atomically; it returns the new record, or None to leave it as it is.
 
@@ -92,6 +110,10 @@ class KvTable(Generic[R]):
 
     async def delete(self, key: str) -> None:
         await self._kv.purge(key)
+
+    async def delete_matching(self, pattern: str) -> None:
+        """Purge every key matching a subject pattern such as `owner.voice_id.*`."""
+        await asyncio.gather(*map(self.delete, await self.keys(pattern)))
 
     async def keys(self, pattern: str) -> list[str]:
         """Keys matching a subject pattern such as `owner.*`, from the stream's own subject index.
@@ -178,6 +200,18 @@ class VoiceTable(KvTable[VoiceRecord]):
         return [v for v in await asyncio.gather(*map(self.get, keys)) if v is not None]
 
 
+class ResultTable(KvTable[CachedResult]):
+    """Finished work that identical requests may reuse, filed under the voice it was spoken with."""
+
+    @staticmethod
+    def key(owner: str, voice_id: str, request_hash: str) -> str:
+        return f"{owned_key(owner, voice_id)}.{request_hash}"
+
+    async def forget_voice(self, owner: str, voice_id: str) -> None:
+        """Drop every entry of the voice: its audio must not be handed out once the voice is gone."""
+        await self.delete_matching(f"{owned_key(owner, voice_id)}.*")
+
+
 class RateLimiter:
     """Requests per owner per fixed window, counted in KV so every gateway instance shares them."""
 
@@ -213,12 +247,44 @@ class RateLimiter:
         return max(window_start + self.window_s - now_s, 1.0)
 
 
+class EngineRelease(NamedTuple):
+    """Which engine made a result: a result of one release is not a result of another."""
+
+    name: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
 class SharedState:
     """Every KV table, built once from a connected bus whose topology is ensured."""
 
     def __init__(self, bus: EventBus) -> None:
+        self._js = bus.js
         self.tasks = TaskTable(bus, names.TASKS_BUCKET, TaskRecord)
         self.voices = VoiceTable(bus, names.VOICES_BUCKET, VoiceRecord)
         self.media_checks = KvTable(bus, names.MEDIA_CHECKS_BUCKET, MediaCheckRecord)
         self.sessions = KvTable(bus, names.SESSIONS_BUCKET, SessionRecord)
         self.rate = RateLimiter(bus.kv(names.RATE_BUCKET))
+        self.idempotency = KvTable(bus, names.IDEMPOTENCY_BUCKET, IdempotencyClaim)
+        self.results = ResultTable(bus, names.RESULTS_BUCKET, CachedResult)
+
+    async def engine_in_service(self) -> EngineRelease | None:
+        """The engine of the newest `tts.synthesis.completed` on the stream; None before any.
+
+        Gateways cannot ask the workers which engine they run, but every completion says which one
+        made it: the newest one is what the fleet runs now (one stream read, no extra state).
+        """
+        try:
+            message = await self._js.get_last_msg(names.STREAM, names.EventType.SYNTHESIS_COMPLETED)
+        except NotFoundError:
+            return None
+        try:
+            data = decode_envelope(message.data or b"").data
+        except MalformedEvent:
+            return None
+        name, version = data.get("engine"), data.get("engine_version")
+        if not (isinstance(name, str) and isinstance(version, str)):
+            return None
+        return EngineRelease(name, version)

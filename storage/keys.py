@@ -6,6 +6,7 @@ from events.records import is_valid_owner
 
 SAMPLES_PREFIX = "samples/"
 OUTPUTS_PREFIX = "outputs/"
+FEATURES_PREFIX = "features/"
 
 
 def _owner(owner: str) -> str:
@@ -22,3 +23,17 @@ def sample_key(owner: str, voice_id: str) -> str:
 def output_key(owner: str, task_id: str, audio_format: str) -> str:
     """A task's audio; derived from the task id, so a redelivered job overwrites, never duplicates."""
     return f"{OUTPUTS_PREFIX}{_owner(owner)}/{task_id}.{audio_format}"
+
+
+def features_prefix(owner: str, voice_id: str) -> str:
+    """Where an engine may keep features computed from a voice's sample (speaker embeddings, prompt
+    tokens); deleting the voice deletes everything under it."""
+    return f"{FEATURES_PREFIX}{_owner(owner)}/{voice_id}/"
+
+
+def expiry_rules(*, sample_days: int, output_days: int) -> dict[str, int]:
+    """Days after which S3 itself removes objects, by key prefix.
+
+    Features are derived from the sample, so they never outlive it.
+    """
+    return {SAMPLES_PREFIX: sample_days, FEATURES_PREFIX: sample_days, OUTPUTS_PREFIX: output_days}

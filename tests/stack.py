@@ -118,13 +118,7 @@ async def stack(nats_server: NatsServer, s3_server: SeaweedS3) -> AsyncIterator[
         bus = await EventBus.connect(settings.nats_urls, name="tests")
         resources.push_async_callback(bus.close)
         await bus.ensure_topology(audit_max_age_s=settings.audit_max_age_s)
-        store = ObjectStore(
-            settings.s3_endpoint,
-            settings.s3_access_key,
-            settings.s3_secret_key,
-            settings.s3_bucket,
-            secure=False,
-        )
+        store = ObjectStore.from_settings(settings)
         resources.callback(store.close)
         http = await resources.enter_async_context(aiohttp.ClientSession())
         yield Stack(settings, emulator_app[EMULATOR_KEY], bus, store, http)

@@ -16,10 +16,13 @@ from events import names
 from events.bus import EventBus
 from events.state import SharedState
 from events.wechat_token import SharedTokenStore
+from storage.keys import expiry_rules
 from storage.objects import ObjectStore
 from wechat_adapter import notifier, review, review_timeout
 from wechat_adapter.auth import ResourceLinks, SessionKeyVault, SessionTokens
+from wechat_adapter.backpressure import QueueGauge
 from wechat_adapter.context import GATEWAY, Gateway
+from wechat_adapter.cors import setup_cors
 from wechat_adapter.errors import error_middleware
 from wechat_adapter.metrics import GatewayMetrics
 from wechat_adapter.middleware import auth_middleware
@@ -44,6 +47,7 @@ def create_app(settings: Settings) -> web.Application:
         # JSON uploads carry base64 audio: 5 MB of audio is ~6.7 MB of text, plus the other fields.
         client_max_size=settings.upload_max_bytes * 4 // 3 + 64 * 1024,
     )
+    setup_cors(app, settings.cors_origins)
     app.cleanup_ctx.append(_gateway_context(settings, metrics, sensitive_words))
     app.on_shutdown.append(_stop_streams)
     health.add_routes(app)
@@ -58,17 +62,18 @@ def _gateway_context(settings: Settings, metrics: GatewayMetrics, sensitive_word
     async def context(app: web.Application) -> AsyncIterator[None]:
         bus = await EventBus.connect(settings.nats_urls, name="voicerelay-gateway")
         http = aiohttp.ClientSession()
-        store = ObjectStore(
-            settings.s3_endpoint,
-            settings.s3_access_key,
-            settings.s3_secret_key,
-            settings.s3_bucket,
-            secure=settings.s3_secure,
-        )
+        store = ObjectStore.from_settings(settings)
         executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="audio")
         try:
-            await bus.ensure_topology(audit_max_age_s=settings.audit_max_age_s)
+            await bus.ensure_topology(
+                audit_max_age_s=settings.audit_max_age_s, replicas=settings.nats_replicas
+            )
             await store.ensure_bucket()
+            await store.ensure_lifecycle(
+                expiry_rules(
+                    sample_days=settings.sample_retention_days, output_days=settings.output_retention_days
+                )
+            )
             gateway = Gateway(
                 settings=settings,
                 bus=bus,
@@ -93,6 +98,7 @@ def _gateway_context(settings: Settings, metrics: GatewayMetrics, sensitive_word
                     appid=settings.wechat_appid,
                 ),
                 sensitive_words=sensitive_words,
+                queue=QueueGauge(bus),
             )
             app[GATEWAY] = gateway
             async with (

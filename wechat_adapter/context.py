@@ -13,6 +13,7 @@ from events.bus import EventBus
 from events.state import SharedState
 from storage.objects import ObjectStore
 from wechat_adapter.auth import ResourceLinks, SessionKeyVault, SessionTokens
+from wechat_adapter.backpressure import QueueGauge
 from wechat_adapter.metrics import GatewayMetrics
 from wechat_adapter.push_security import PushVerifier
 from wechat_adapter.sensitive_words import SensitiveWords
@@ -33,6 +34,7 @@ class Gateway:
     vault: SessionKeyVault
     metrics: GatewayMetrics
     push_verifier: PushVerifier
+    queue: QueueGauge
     # The local word list, read once at start-up; matching it is pure CPU work of microseconds.
     sensitive_words: SensitiveWords
     # Audio decoding is CPU work: it runs here, never on the event loop.

@@ -13,7 +13,7 @@ from common.text import TextError, normalise_text
 from events.envelope import new_event, utc_now_iso
 from events.names import EventType
 from events.records import MediaCheckRecord, VoiceRecord, VoiceStatus, owned_key
-from storage.keys import sample_key
+from storage.keys import features_prefix, sample_key
 from storage.objects import ObjectNotFound, StorageError
 from wechat_adapter.context import Gateway
 from wechat_adapter.errors import ApiError
@@ -91,9 +91,15 @@ async def create_voice(request: web.Request) -> web.Response:
                 },
             )
         )
-    except Exception:
+    except Exception as exc:
         # Nothing half-stored: a voice exists only with its sample, its review and its event.
-        await _erase_voice(gateway, voice)
+        try:
+            await _erase_objects(gateway, voice)
+        except StorageError as erase_exc:  # S3 may be what failed; the lifecycle rule expires what is left
+            log.warning("could not delete the objects of voice %s: %s", voice.voice_id, erase_exc)
+        await _erase_records(gateway, voice)
+        if isinstance(exc, StorageError):
+            raise ApiError("unavailable", detail=f"storing the sample: {exc}") from exc
         raise
     log.info(
         "voice %s uploaded by %s (%.1f s), review %s",
@@ -127,11 +133,15 @@ async def _start_media_check(gateway: Gateway, voice: VoiceRecord) -> str:
     return trace_id
 
 
-async def _erase_voice(gateway: Gateway, voice: VoiceRecord) -> None:
-    try:
-        await gateway.store.delete(voice.sample_key)
-    except StorageError as exc:
-        log.warning("could not delete sample %s: %s", voice.sample_key, exc)
+async def _erase_objects(gateway: Gateway, voice: VoiceRecord) -> None:
+    """The sample and every feature an engine cached from it; raises StorageError."""
+    await gateway.store.delete(voice.sample_key)
+    await gateway.store.delete_prefix(features_prefix(voice.owner, voice.voice_id))
+
+
+async def _erase_records(gateway: Gateway, voice: VoiceRecord) -> None:
+    """Results made with the voice first (they must not be handed out again), then the voice itself."""
+    await gateway.state.results.forget_voice(voice.owner, voice.voice_id)
     await gateway.state.voices.delete(owned_key(voice.owner, voice.voice_id))
     if voice.media_trace_id:
         await gateway.state.media_checks.delete(voice.media_trace_id)
@@ -157,8 +167,15 @@ async def voice_audio(request: web.Request) -> web.StreamResponse:
 
 
 async def delete_voice(request: web.Request) -> web.Response:
+    """Erase the voice: sample, cached features, cached results, records. Objects go first, so a
+    failed delete leaves the voice in place to be deleted again; finished tasks keep their own audio
+    (already delivered), which the S3 lifecycle expires."""
     gateway, voice = gateway_of(request), await load_voice(request)
-    await _erase_voice(gateway, voice)
+    try:
+        await _erase_objects(gateway, voice)
+    except StorageError as exc:
+        raise ApiError("unavailable", detail=f"deleting voice {voice.voice_id}: {exc}") from exc
+    await _erase_records(gateway, voice)
     await gateway.bus.publish(
         new_event(
             EventType.VOICE_DELETED,
