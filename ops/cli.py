@@ -22,6 +22,8 @@ class Verb:
 VERBS: tuple[Verb, ...] = (
     Verb("up", "ops.up", "run the whole local stack in the foreground; Ctrl-C stops it"),
     Verb("replay", "ops.replay", "print events from the stream, e.g. one task's timeline"),
+    Verb("tail", "ops.tail", "print events live as they are published"),
+    Verb("doctor", "ops.doctor", "check NATS, the stream and consumers, S3, WeChat settings and the engine"),
     Verb("demo", "ops.demo", "do what a mini program does against a running stack, end to end"),
 )
 
