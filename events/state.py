@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Generic, NamedTuple, TypeVar
 
@@ -213,37 +214,31 @@ class ResultTable(KvTable[CachedResult]):
 
 
 class RateLimiter:
-    """Requests per owner per fixed window, counted in KV so every gateway instance shares them."""
+    """Requests per owner per fixed window, counted in KV so every gateway instance shares them.
 
-    def __init__(self, kv: KeyValue, *, window_s: int = 60) -> None:
-        self._kv = kv
+    Each request stores its own key (`<owner>.<window>.<random>`) and the count is the number of
+    such keys, read from the stream's subject index: no compare-and-set, so one user's parallel
+    requests cannot contend (a shared counter made them exhaust their retries). The bucket's TTL
+    removes old windows.
+    """
+
+    def __init__(self, bus: EventBus, bucket: str, *, window_s: int = 60) -> None:
+        self._kv = bus.kv(bucket)
+        self._js = bus.js
+        self._bucket = bucket
         self.window_s = window_s
 
     async def hit(self, owner: str, limit: int, *, now_s: float | None = None) -> float | None:
         """Count one request; None if allowed, else the seconds until the window resets."""
         now_s = time.time() if now_s is None else now_s
         window_start = int(now_s // self.window_s) * self.window_s
-        key = owned_key(owner, str(window_start))
-        for _ in range(_CAS_ATTEMPTS):
-            try:
-                entry = await self._kv.get(key)
-            except _ABSENT:
-                try:
-                    await self._kv.create(key, b"1")
-                except KeyWrongLastSequenceError:
-                    continue  # another instance created it first
-                return None if limit >= 1 else self._retry_after(window_start, now_s)
-            count = int(entry.value or b"0")
-            if count >= limit:
-                return self._retry_after(window_start, now_s)
-            try:
-                await self._kv.update(key, str(count + 1).encode(), last=entry.revision)
-            except KeyWrongLastSequenceError:
-                continue
+        window = owned_key(owner, str(window_start))
+        await self._kv.create(f"{window}.{uuid.uuid4().hex}", b"")
+        info = await self._js.stream_info(
+            f"KV_{self._bucket}", subjects_filter=f"$KV.{self._bucket}.{window}.*"
+        )
+        if len(info.state.subjects or {}) <= limit:
             return None
-        raise ConcurrentUpdateError(key)
-
-    def _retry_after(self, window_start: int, now_s: float) -> float:
         return max(window_start + self.window_s - now_s, 1.0)
 
 
@@ -266,7 +261,7 @@ class SharedState:
         self.voices = VoiceTable(bus, names.VOICES_BUCKET, VoiceRecord)
         self.media_checks = KvTable(bus, names.MEDIA_CHECKS_BUCKET, MediaCheckRecord)
         self.sessions = KvTable(bus, names.SESSIONS_BUCKET, SessionRecord)
-        self.rate = RateLimiter(bus.kv(names.RATE_BUCKET))
+        self.rate = RateLimiter(bus, names.RATE_BUCKET)
         self.idempotency = KvTable(bus, names.IDEMPOTENCY_BUCKET, IdempotencyClaim)
         self.results = ResultTable(bus, names.RESULTS_BUCKET, CachedResult)
 

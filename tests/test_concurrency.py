@@ -76,3 +76,15 @@ async def test_120_simultaneous_tasks_each_get_their_own_result(stack: Stack) ->
         assert (await other.request("GET", f"/v1/syntheses/{task_id}/audio")).status == 404
         listed = (await other.request("GET", "/v1/syntheses?limit=100")).body["tasks"]
         assert task_id not in {t["task_id"] for t in listed}
+
+
+async def test_one_users_parallel_submissions_are_all_accepted(stack: Stack) -> None:
+    """A user's own burst must not trip over shared state (a shared rate counter once made 40 parallel
+    submissions exhaust their compare-and-set retries and answer 500)."""
+    user = await stack.user()
+    voice = await stack.ready_voice(user)
+    replies = await asyncio.gather(*(user.synthesize(f"并发第{i}句。", voice["voice_id"]) for i in range(40)))
+    assert [r.status for r in replies] == [202] * 40, [r.body for r in replies if r.status != 202]
+    # Leave no work in flight for the tests after this one.
+    finished = await asyncio.gather(*(user.wait_task(r.body["task_id"]) for r in replies))
+    assert {t["status"] for t in finished} == {"succeeded"}
