@@ -21,6 +21,8 @@ class EventType(StrEnum):
     # A job JetStream gave up on (max_deliver reached) without a worker failing it: the task is failed
     # and this event keeps the original event id, for operators.
     SYNTHESIS_DEADLETTERED = "tts.synthesis.deadlettered"
+    # An operator ran a failed task again (`python -m ops replay --redrive`); its request follows.
+    SYNTHESIS_REDRIVEN = "tts.synthesis.redriven"
     NOTIFY_SENT = "tts.notify.sent"
     NOTIFY_FAILED = "tts.notify.failed"
 

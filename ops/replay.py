@@ -2,6 +2,8 @@
 
 python -m ops replay task <task_id>                  one task's timeline
 python -m ops replay --since 1h [--type tts.synthesis.failed]   the log, filtered
+python -m ops replay --redrive [--since 1h] [--task <task_id> ...] [--dry-run]
+                                                     run failed tasks again from their original request
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import asyncio
 import json
 import re
+import sys
 import time
 
 import msgspec
@@ -18,6 +21,8 @@ from common.config import Settings
 from events.bus import EventBus
 from events.envelope import Envelope
 from events.replay import describe, read_events, task_timeline
+from events.state import SharedState
+from ops.redrive import redrive_failed, redrive_tasks
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -35,6 +40,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON envelope per line")
     parser.add_argument("--since", type=parse_since, help="only events this recent, e.g. 1h")
     parser.add_argument("--type", action="append", help="only this event type (repeatable)")
+    parser.add_argument(
+        "--redrive",
+        action="store_true",
+        help="publish the original request of failed tasks again (each once; recorded as an event)",
+    )
+    parser.add_argument(
+        "--task", dest="tasks", action="append", metavar="TASK_ID", help="with --redrive: only this task"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="with --redrive: say what would be done")
     targets = parser.add_subparsers(dest="target", metavar="<target>")
     task = targets.add_parser("task", help="one task's events in order")
     task.add_argument("task_id")
@@ -42,6 +56,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def render(event: Envelope, as_json: bool) -> str:
     return json.dumps(msgspec.to_builtins(event), ensure_ascii=False) if as_json else describe(event)
+
+
+async def _redrive(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    bus = await EventBus.connect(settings.nats_urls, name="voicerelay-ops")
+    try:
+        await bus.ensure_topology(audit_max_age_s=settings.audit_max_age_s)
+        state = SharedState(bus)
+        if args.tasks:
+            lines = await redrive_tasks(bus, state, args.tasks, dry_run=args.dry_run)
+        else:
+            since_s = None if args.since is None else time.time() - args.since
+            lines = await redrive_failed(bus, state, since_s=since_s, dry_run=args.dry_run)
+    finally:
+        await bus.close()
+    for line in lines:
+        print(line, flush=True)
+    return 0
 
 
 async def _replay(args: argparse.Namespace) -> int:
@@ -70,4 +102,12 @@ async def _replay(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.redrive:
+        if args.target or args.type or args.json:
+            print("--redrive takes only --since, --task and --dry-run", file=sys.stderr)
+            return 2
+        return asyncio.run(_redrive(args))
+    if args.tasks or args.dry_run:
+        print("--task and --dry-run go with --redrive", file=sys.stderr)
+        return 2
     return asyncio.run(_replay(args))

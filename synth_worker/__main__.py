@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 
 from common.config import Settings
@@ -20,7 +21,7 @@ async def _main(settings: Settings) -> None:
 
 def main() -> None:
     settings = Settings.from_env()
-    configure_logging(settings.log_level, process="worker")
+    configure_logging(settings.log_level, process="worker", json=os.environ.get("LOG_FORMAT") == "json")
     asyncio.run(_main(settings))
 
 

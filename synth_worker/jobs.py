@@ -24,6 +24,7 @@ import nats.errors
 from nats.aio.msg import Msg
 
 from common.audio import CONTENT_TYPES, AudioError, Pcm, decode_audio, encode_audio
+from common.logs import log_context
 from events import names
 from events.bus import EventBus, consumer_spec
 from events.consumer import DeadLetter
@@ -123,6 +124,10 @@ class JobRunner:
         self._max_deliver = spec.max_deliver
 
     async def __call__(self, event: Envelope, msg: Msg) -> None:
+        with log_context(trace_id=event.trace_id, task_id=event.task_id):
+            await self._run(event, msg)
+
+    async def _run(self, event: Envelope, msg: Msg) -> None:
         owner, task_id = event.openid, event.task_id or ""
         task = await self._state.tasks.get(f"{owner}.{task_id}")
         if task is None:
@@ -137,6 +142,7 @@ class JobRunner:
             await msg.ack()
             return
         await self._state.tasks.transition(owner, task_id, TaskStatus.RUNNING)
+        self._metrics.task_transitions.labels(TaskStatus.RUNNING).inc()
         await self._bus.publish(
             started_event(task, attempt=msg.metadata.num_delivered, engine=self._engine.name)
         )
@@ -173,6 +179,7 @@ class JobRunner:
             error=None,
         )
         if done is not None and done.status == TaskStatus.SUCCEEDED:
+            self._metrics.task_transitions.labels(TaskStatus.SUCCEEDED).inc()
             await self._publish_completed(done, rendered)
         self._metrics.observe(self._engine.name, rendered.synthesis_s, rendered.duration_s, "succeeded")
         log.info(
@@ -198,6 +205,7 @@ class JobRunner:
             return
         failed = await self._state.tasks.fail(owner, task_id, GAVE_UP)
         if failed is not None and failed.status == TaskStatus.FAILED:
+            self._metrics.task_transitions.labels(TaskStatus.FAILED).inc()
             await self._bus.publish(failed_event(failed, failed.error or GAVE_UP))
             where = {"stream": letter.stream, "stream_seq": letter.stream_seq, "consumer": letter.consumer}
             data = {"original_event_id": event.id, "deliveries": letter.deliveries, **where}
@@ -245,6 +253,7 @@ class JobRunner:
         """A poison job: it can never succeed, so it ends as failed with a reason instead of looping."""
         failed = await self._state.tasks.fail(task.owner, task.task_id, error)
         if failed is not None and failed.status == TaskStatus.FAILED:
+            self._metrics.task_transitions.labels(TaskStatus.FAILED).inc()
             await self._bus.publish(failed_event(failed, error))
         self._metrics.tasks.labels("failed").inc()
         log.info("task %s failed: %s", task.task_id, error.code)

@@ -11,16 +11,22 @@ class WorkerMetrics:
         self.tasks = Counter(
             "voicerelay_worker_tasks_total", "Jobs finished, by outcome", ["outcome"], registry=self.registry
         )
+        self.task_transitions = Counter(
+            "voicerelay_task_transitions_total",
+            "Task state changes made by this process, by the state entered",
+            ["status"],
+            registry=self.registry,
+        )
         self.synthesis_seconds = Histogram(
             "voicerelay_synthesis_seconds",
-            "Engine time per job",
+            "Engine time per job, in seconds",
             ["engine"],
             registry=self.registry,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
         )
         self.real_time_factor = Histogram(
             "voicerelay_synthesis_real_time_factor",
-            "Engine seconds per second of audio",
+            "Engine seconds per second of audio (below 1: faster than real time)",
             ["engine"],
             registry=self.registry,
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.2, 0.5, 1, 2),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 from aiohttp import web
@@ -34,7 +35,7 @@ async def serve(settings: Settings) -> None:
 
 def main() -> None:
     settings = Settings.from_env()
-    configure_logging(settings.log_level, process="gateway")
+    configure_logging(settings.log_level, process="gateway", json=os.environ.get("LOG_FORMAT") == "json")
     asyncio.run(serve(settings))
 
 

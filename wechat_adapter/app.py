@@ -29,6 +29,7 @@ from wechat_adapter.middleware import auth_middleware
 from wechat_adapter.push_security import PushVerifier
 from wechat_adapter.sensitive_words import SensitiveWords
 from wechat_adapter.views import health, push, session, syntheses, voices
+from wechat_adapter.views.common import trace_middleware
 from wechat_adapter.wechat_api import WeChatClient
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def create_app(settings: Settings) -> web.Application:
     # Read at start-up, so a missing or unreadable word list stops the gateway here, not a request.
     sensitive_words = SensitiveWords.configured(settings.sensitive_words_file)
     app = web.Application(
-        middlewares=[metrics.middleware(), error_middleware, auth_middleware],
+        middlewares=[trace_middleware, metrics.middleware(), error_middleware, auth_middleware],
         # JSON uploads carry base64 audio: 5 MB of audio is ~6.7 MB of text, plus the other fields.
         client_max_size=settings.upload_max_bytes * 4 // 3 + 64 * 1024,
     )
@@ -86,6 +87,7 @@ def _gateway_context(settings: Settings, metrics: GatewayMetrics, sensitive_word
                     appid=settings.wechat_appid,
                     secret=settings.wechat_secret,
                     timeout_s=settings.wechat_timeout_s,
+                    observer=metrics.wechat_observer,
                 ),
                 tokens=SessionTokens(settings.session_secret, ttl_s=settings.session_ttl_s),
                 links=ResourceLinks(settings.session_secret),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
+import nats.errors
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
 class GatewayMetrics:
@@ -27,8 +29,19 @@ class GatewayMetrics:
         )
         self.wechat_calls = Counter(
             "voicerelay_wechat_calls_total",
-            "WeChat API calls by API and outcome",
+            "WeChat API calls by API and what the caller made of the answer (ok, fail_open, …)",
             ["api", "outcome"],
+            registry=self.registry,
+        )
+        self.wechat_requests = Counter(
+            "voicerelay_wechat_requests_total",
+            'WeChat HTTP requests by API and errcode ("0" success, "unavailable" network/5xx)',
+            ["api", "errcode"],
+            registry=self.registry,
+        )
+        self.queue_pending = Gauge(
+            "voicerelay_queue_pending",
+            "Synthesis jobs published and not yet handed to a worker (read when scraped)",
             registry=self.registry,
         )
         self.notifications = Counter(
@@ -37,6 +50,17 @@ class GatewayMetrics:
             ["outcome"],
             registry=self.registry,
         )
+
+    def wechat_observer(self, api: str, errcode: str) -> None:
+        """Passed to WeChatClient(observer=…): called once per HTTP request it makes."""
+        self.wechat_requests.labels(api, errcode).inc()
+
+    async def render(self, queue_pending: Callable[[], Awaitable[int]]) -> bytes:
+        """The exposition text, with the gauges that must be read from NATS refreshed first."""
+        # NATS away: the last value stays, and /readyz says why.
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            self.queue_pending.set(await queue_pending())
+        return generate_latest(self.registry)
 
     def middleware(self) -> Callable:
         @web.middleware

@@ -33,6 +33,7 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from common.config import ConfigError, Settings
+from common.logs import log_context
 from events import names
 from events.bus import CONSUMERS, EventBus
 from events.consumer import consuming
@@ -124,6 +125,10 @@ class Notifier:
         )
 
     async def __call__(self, event: Envelope, msg: Msg) -> None:
+        with log_context(trace_id=event.trace_id, task_id=event.task_id):
+            await self._notify(event, msg)
+
+    async def _notify(self, event: Envelope, msg: Msg) -> None:
         if not event.task_id or not is_valid_owner(event.openid):
             log.error("notifier: %s %s names no task of a valid user; dropping", event.type, event.id)
             await msg.term()

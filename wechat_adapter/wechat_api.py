@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,12 @@ class TextVerdict:
     label: int
 
 
+# Told of every HTTP request made: (api, errcode) with errcode "0" for success, "unavailable" for a
+# network error, timeout or 5xx; e.g. GatewayMetrics.wechat_observer.
+CallObserver = Callable[[str, str], None]
+UNAVAILABLE_CODE = "unavailable"
+
+
 class WeChatClient:
     """One per process; owns nothing but borrows the app's aiohttp session."""
 
@@ -70,8 +77,10 @@ class WeChatClient:
         appid: str,
         secret: str,
         timeout_s: float = 5.0,
+        observer: CallObserver | None = None,
     ) -> None:
         self._http = http
+        self._observe: CallObserver = observer or (lambda api, errcode: None)
         self._base = api_base.rstrip("/")
         self._appid = appid
         self._secret = secret
@@ -98,9 +107,11 @@ class WeChatClient:
             try:
                 body = await self._send(api, method, path, params, json_body)
             except WeChatUnavailable as exc:
+                self._observe(api, UNAVAILABLE_CODE)
                 failure = exc
                 continue
             errcode = int(body.get("errcode") or 0)
+            self._observe(api, str(errcode))
             if errcode == 0:
                 return body
             if errcode == BUSY_CODE:

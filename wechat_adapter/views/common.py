@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
 
 from common.ids import is_valid_id, new_id
+from common.logs import bind_trace_id
 from events.records import TaskRecord, TaskStatus, VoiceRecord, owned_key
 from events.state import KvTable
 from wechat_adapter.context import GATEWAY, Gateway
@@ -32,11 +34,24 @@ _TRACE_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
 def trace_id_of(request: web.Request) -> str:
-    """The caller's trace id if it sent a sane one, else a new one; stable for the request."""
+    """The caller's trace id if it sent a sane one, else a new one; stable for the request.
+
+    It also tags the request's later log lines (each aiohttp request runs in its own asyncio task).
+    """
     if TRACE_ID not in request:
         sent = request.headers.get(_TRACE_HEADER, "")
         request[TRACE_ID] = sent if _TRACE_RE.match(sent) else new_id("tr")
+        bind_trace_id(request[TRACE_ID])
     return request[TRACE_ID]
+
+
+@web.middleware
+async def trace_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Give every log line of a request its trace id, from the first one on."""
+    trace_id_of(request)
+    return await handler(request)
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from storage.objects import StorageError
 from wechat_adapter.views.common import gateway_of, json_response
@@ -32,7 +32,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(gateway_of(request).metrics.registry)
+    gateway = gateway_of(request)
+    body = await gateway.metrics.render(gateway.queue.pending)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -33,15 +33,12 @@ async def create_session(request: web.Request) -> web.Response:
     try:
         login = await gateway.wechat.code_to_session(code.strip())
     except WeChatUnavailable as exc:
-        gateway.metrics.wechat_calls.labels("jscode2session", "unavailable").inc()
         raise ApiError("wechat_unavailable", detail=str(exc)) from exc
     except WeChatError as exc:
-        gateway.metrics.wechat_calls.labels("jscode2session", str(exc.errcode)).inc()
         code_name = _LOGIN_ERRORS.get(exc.errcode, "wechat_unavailable")
         raise ApiError(
             code_name, detail=str(exc), retry_after_s=60 if code_name == "rate_limited" else None
         ) from exc
-    gateway.metrics.wechat_calls.labels("jscode2session", "ok").inc()
     if not is_valid_owner(login.openid):
         raise ApiError("wechat_unavailable", detail="jscode2session returned an unusable openid")
     await gateway.state.sessions.put(

@@ -121,9 +121,7 @@ async def _start_media_check(gateway: Gateway, voice: VoiceRecord) -> str:
             scene=int(Scene.PROFILE),
         )
     except (WeChatError, WeChatUnavailable) as exc:
-        gateway.metrics.wechat_calls.labels("media_check_async", "error").inc()
         raise ApiError("wechat_unavailable", detail=str(exc)) from exc
-    gateway.metrics.wechat_calls.labels("media_check_async", "ok").inc()
     await gateway.state.media_checks.put(
         trace_id,
         MediaCheckRecord(
