@@ -24,6 +24,7 @@ VERBS: tuple[Verb, ...] = (
     Verb("replay", "ops.replay", "print events from the stream, e.g. one task's timeline"),
     Verb("tail", "ops.tail", "print events live as they are published"),
     Verb("doctor", "ops.doctor", "check NATS, the stream and consumers, S3, WeChat settings and the engine"),
+    Verb("bench", "ops.bench.cli", "measure the pipeline, scaling, cache, the seed baseline and the gateway"),
     Verb("demo", "ops.demo", "do what a mini program does against a running stack, end to end"),
 )
 

@@ -1,0 +1,1 @@
+"""`python -m ops.bench`: measure VoiceRelay on this machine (docs/BENCHMARKS.md)."""

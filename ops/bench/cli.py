@@ -1,0 +1,291 @@
+"""Benchmark VoiceRelay on this machine: pipeline overhead, worker scaling, the result cache, the seed
+article's subprocess-per-request design side by side, and the gateway's accept rate.
+
+Starts its own NATS, SeaweedFS, WeChat emulator, gateway and workers (child processes on free ports in
+a temp dir, all stopped at the end), prints a table and writes JSON to ops/bench/results/. See
+docs/BENCHMARKS.md for what each number means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from common.logs import configure_logging
+from ops.bench import scenarios
+from ops.bench.harness import bench_stack
+from ops.bench.seed_baseline import server_kind
+from ops.samples import speech_sample
+
+log = logging.getLogger(__name__)
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULT_KEYS = ("meta", "pipeline_overhead", "throughput", "cache", "seed_baseline", "gateway_accept")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How many requests each scenario sends."""
+
+    overhead: dict[int, int]  # concurrency -> requests
+    seed: tuple[int, ...]  # the concurrencies compared with the seed baseline (a subset of overhead's)
+    throughput_n: int
+    throughput_delay_s: float
+    throughput_concurrency: int
+    cache_n: int
+    accept_n: int
+    accept_concurrency: int
+
+
+DEFAULT_PLAN = Plan(
+    overhead={1: 30, 8: 64, 32: 128},
+    seed=(1, 8),
+    throughput_n=48,
+    throughput_delay_s=0.2,
+    throughput_concurrency=16,
+    cache_n=10,
+    accept_n=200,
+    accept_concurrency=16,
+)
+QUICK_PLAN = Plan(
+    overhead={1: 3, 8: 8, 32: 32},
+    seed=(1, 8),
+    throughput_n=6,
+    throughput_delay_s=0.05,
+    throughput_concurrency=4,
+    cache_n=2,
+    accept_n=20,
+    accept_concurrency=8,
+)
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        memory = subprocess.run(["free", "-h"], capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        memory = ""
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu,
+        "memory": memory,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+async def measure(plan: Plan, base_dir: Path, *, quick: bool) -> dict[str, Any]:
+    """Run every scenario against a fresh stack; (e) last, since it leaves a backlog of queued jobs."""
+    texts = scenarios.Texts()
+    sample_wav = speech_sample("wav")
+    started = time.time()
+    connector = aiohttp.TCPConnector(limit=0)
+    async with bench_stack(base_dir) as stack, aiohttp.ClientSession(connector=connector) as http:
+        await stack.start_worker()
+        most = max(*plan.overhead, plan.throughput_concurrency, plan.accept_concurrency)
+        users = await scenarios.new_users(http, stack.gateway_url, sample_wav, most)
+        # Warm-up: the first completion also tells the gateway which engine serves (enables the cache).
+        await scenarios.run_concurrently(texts.take(2), [scenarios.synthesis(users[0])])
+
+        log.info("(a) pipeline overhead")
+        batches = {c: texts.take(n) for c, n in plan.overhead.items()}
+        overhead = await scenarios.pipeline_overhead(stack, users, batches)
+        log.info("(c) cache")
+        cache = await scenarios.cache(users[0], texts.take(plan.cache_n))
+        log.info("(d) seed baseline")
+        seed_url = await stack.start_seed_baseline(base_dir / "seed")
+        seed_rows = await scenarios.seed_baseline(
+            http, seed_url, sample_wav, {c: batches[c] for c in plan.seed}
+        )
+        log.info("(b) throughput")
+        throughput = await scenarios.throughput(
+            stack,
+            users,
+            texts,
+            n=plan.throughput_n,
+            delay_s=plan.throughput_delay_s,
+            concurrency=plan.throughput_concurrency,
+        )
+        log.info("(e) gateway accept")
+        accept = await scenarios.gateway_accept(
+            stack, users, texts.take(plan.accept_n), plan.accept_concurrency
+        )
+    relay_by_c = {row["concurrency"]: row for row in overhead}
+    comparison = []
+    for seed in seed_rows:
+        relay = relay_by_c[seed["concurrency"]]
+        comparison.append(
+            {
+                "concurrency": seed["concurrency"],
+                "n": seed["n"],
+                "seed": seed,
+                "voicerelay": {k: relay[k] for k in ("e2e_p50_s", "e2e_p99_s", "throughput_per_s")},
+                "latency_p50_ratio": _ratio(seed["e2e_p50_s"], relay["e2e_p50_s"]),
+                "latency_p99_ratio": _ratio(seed["e2e_p99_s"], relay["e2e_p99_s"]),
+                "throughput_ratio": _ratio(relay["throughput_per_s"], seed["throughput_per_s"]),
+            }
+        )
+    return {
+        "meta": {
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "duration_s": round(time.time() - started, 1),
+            "mode": "quick" if quick else "default",
+            "engine": "espeak",
+            "plan": {k: getattr(plan, k) for k in Plan.__slots__},
+            "machine": machine(),
+            "end_to_end": "POST /v1/syntheses until the task's SSE stream says succeeded",
+        },
+        "pipeline_overhead": overhead,
+        "throughput": throughput,
+        "cache": cache,
+        "seed_baseline": {"server": server_kind(), "rows": comparison},
+        "gateway_accept": accept,
+    }
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 2) if b else None
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+def render(results: dict[str, Any]) -> str:
+    """The results as plain-text aligned tables (times in milliseconds)."""
+    out = []
+    m = results["meta"]["machine"]
+    out.append(
+        f"VoiceRelay benchmark ({results['meta']['mode']}), engine espeak, {m['nproc']} CPUs {m['cpu_model']}"
+    )
+    out.append("\n(a) pipeline overhead = end-to-end - engine time (1 worker, no added delay), ms")
+    out.append(
+        _table(
+            ["clients", "n", "e2e p50", "e2e p99", "engine p50", "overhead p50", "overhead p99", "tasks/s"],
+            [
+                [str(r["concurrency"]), str(r["n"]), _ms(r["e2e_p50_s"]), _ms(r["e2e_p99_s"]),
+                 _ms(r["engine_p50_s"]), _ms(r["overhead_p50_s"]), _ms(r["overhead_p99_s"]),
+                 f"{r['throughput_per_s']:.1f}"]
+                for r in results["pipeline_overhead"]
+            ],
+        )
+    )  # fmt: skip
+    t = results["throughput"]
+    out.append(f"\n(b) throughput, engine delay {t['engine_delay_s']} s per task, {t['concurrency']} clients")
+    out.append(
+        _table(
+            ["workers", "n", "tasks/s", "e2e p50", "e2e p99"],
+            [
+                [str(w), str(t[f"workers_{w}"]["n"]), f"{t[f'workers_{w}']['throughput_per_s']:.2f}",
+                 _ms(t[f"workers_{w}"]["e2e_p50_s"]), _ms(t[f"workers_{w}"]["e2e_p99_s"])]
+                for w in (1, 2)
+            ],
+        )
+    )  # fmt: skip
+    out.append(f"2 workers / 1 worker throughput: {t['scaling_2_over_1']}x")
+    c = results["cache"]
+    out.append(f"\n(c) identical repeat vs fresh synthesis, serial, n={c['n']}, ms")
+    out.append(
+        _table(
+            ["request", "HTTP", "p50", "p99"],
+            [
+                [k, "/".join(map(str, c[f"{k}_statuses"])), _ms(c[f"{k}_p50_s"]), _ms(c[f"{k}_p99_s"])]
+                for k in ("fresh", "repeat")
+            ],
+        )
+    )  # fmt: skip
+    out.append(f"fresh / repeat p50: {c['fresh_over_repeat_p50']}x")
+    s = results["seed_baseline"]
+    out.append(f"\n(d) seed baseline ({s['server']}, subprocess per request) vs VoiceRelay, same texts, ms")
+    out.append(
+        _table(
+            ["clients", "n", "seed p50", "VR p50", "p50 ratio", "seed p99", "VR p99", "p99 ratio",
+             "seed tasks/s", "VR tasks/s", "VR/seed tput"],
+            [
+                [str(r["concurrency"]), str(r["n"]),
+                 _ms(r["seed"]["e2e_p50_s"]), _ms(r["voicerelay"]["e2e_p50_s"]),
+                 f"{r['latency_p50_ratio']}x", _ms(r["seed"]["e2e_p99_s"]), _ms(r["voicerelay"]["e2e_p99_s"]),
+                 f"{r['latency_p99_ratio']}x", f"{r['seed']['throughput_per_s']:.1f}",
+                 f"{r['voicerelay']['throughput_per_s']:.1f}", f"{r['throughput_ratio']}x"]
+                for r in s["rows"]
+            ],
+        )
+    )  # fmt: skip
+    out.append("p50/p99 ratio = seed baseline latency / VoiceRelay latency (>1: VoiceRelay faster)")
+    a = results["gateway_accept"]
+    out.append(f"\n(e) gateway accept, POST /v1/syntheses with no worker, {a['concurrency']} clients")
+    out.append(
+        _table(
+            ["n", "statuses", "accepted/s", "p50 ms", "p99 ms"],
+            [[str(a["n"]), " ".join(f"{k}:{v}" for k, v in sorted(a["statuses"].items())),
+              f"{a['accepted_per_s']:.1f}", _ms(a["accept_p50_s"]), _ms(a["accept_p99_s"])]],
+        )
+    )  # fmt: skip
+    return "\n".join(out)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="small counts (seconds, for the smoke test)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help=f"JSON results file (default {RESULTS_DIR}/<timestamp>.json)"
+    )
+    parser.add_argument("--keep-dir", action="store_true", help="keep the temp dir with the services' logs")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark; 0 on success, 1 when a scenario failed."""
+    configure_logging("INFO", process="bench")
+    plan = QUICK_PLAN if args.quick else DEFAULT_PLAN
+    out = args.out or RESULTS_DIR / f"{time.strftime('%Y%m%dT%H%M%S')}.json"
+    base_dir = Path(tempfile.mkdtemp(prefix="voicerelay-bench-"))
+    try:
+        results = asyncio.run(measure(plan, base_dir, quick=args.quick))
+    except (scenarios.BenchError, TimeoutError) as exc:
+        print(f"benchmark failed: {exc}; service logs in {base_dir / 'logs'}", file=sys.stderr)
+        return 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    print(render(results))
+    print(f"\nresults: {out}")
+    if not args.keep_dir:
+        import shutil
+
+        shutil.rmtree(base_dir, ignore_errors=True)
+    else:
+        print(f"logs: {base_dir / 'logs'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ops.bench", description=__doc__)
+    configure(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,203 @@
+"""The stack a benchmark runs against: NATS, SeaweedFS, the WeChat emulator, the gateway and workers,
+all as child processes on free ports in a temp dir (the benchmark process only generates load), plus
+the seed baseline server. Every child is owned by one `ops.services.Stack` or the worker list and is
+stopped when `bench_stack()` exits, however it exits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from events.bus import EventBus
+from events.names import EventType
+from events.replay import follow_events
+from ops.services import LOCALHOST, ManagedProcess, NatsServer, SeaweedS3, Stack, free_port, http_probe
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUCKET = "voicerelay-bench"
+START_TIMEOUT_S = 60.0
+# The worker drains its in-flight job on SIGTERM (up to 30 s grace); past this it is killed.
+STOP_TIMEOUT_S = 45.0
+
+
+def _python_service(
+    name: str, module: str, env: dict[str, str], log_path: Path, *, port: int, health: str, ready_line: str
+) -> ManagedProcess:
+    """`python -m <module>`: ready once `health` answers 200 and this start's log says `ready_line`."""
+    url = f"http://{LOCALHOST}:{port}"
+    answers = http_probe(url + health)
+
+    async def probe() -> bool:
+        return await answers() and ready_line in process.log_tail(200).rsplit("=== ", 1)[-1]
+
+    process = ManagedProcess(
+        name,
+        [sys.executable, "-m", module],
+        log_path=log_path,
+        env=env,
+        cwd=REPO_ROOT,
+        url=url,
+        probe=probe,
+        start_timeout_s=START_TIMEOUT_S,
+    )
+    return process
+
+
+@dataclass
+class BenchStack:
+    gateway_url: str
+    env: dict[str, str]  # the CONTRACT §2 environment every service of this stack gets
+    log_dir: Path
+    bus: EventBus  # the benchmark's own connection: it reads completed events for engine time
+    synthesis_s: dict[str, float] = field(default_factory=dict)  # task_id -> engine seconds
+    workers: list[ManagedProcess] = field(default_factory=list)
+    _children: Stack = field(default_factory=Stack)
+
+    async def start_worker(self, *, engine_delay_s: float = 0.0) -> ManagedProcess:
+        """One more `python -m synth_worker`, ready once it consumes."""
+        port = free_port()
+        env = dict(self.env, WORKER_METRICS_PORT=str(port), ENGINE_DELAY_S=str(engine_delay_s))
+        n = len(self.workers) + 1
+        worker = _python_service(
+            f"worker{n}",
+            "synth_worker",
+            env,
+            self.log_dir / f"worker{n}.log",
+            port=port,
+            health="/healthz",
+            ready_line="worker ready",
+        )
+        self.workers.append(worker)
+        worker.start()
+        await worker.wait_ready()
+        return worker
+
+    async def stop_workers(self) -> None:
+        """SIGTERM every worker (each finishes its job first); none is left running."""
+        results = await asyncio.gather(
+            *(w.stop(STOP_TIMEOUT_S) for w in self.workers), return_exceptions=True
+        )
+        self.workers.clear()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def start_seed_baseline(self, workdir: Path) -> str:
+        """The seed article's server (ops/bench/seed_baseline.py) as a child; returns its base URL."""
+        port = free_port()
+        url = f"http://{LOCALHOST}:{port}"
+        process = ManagedProcess(
+            "seed-baseline",
+            [sys.executable, "-m", "ops.bench.seed_baseline", "--port", str(port), "--workdir", str(workdir)],
+            log_path=self.log_dir / "seed-baseline.log",
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            cwd=REPO_ROOT,
+            url=url,
+            probe=http_probe(url + "/healthz"),
+            start_timeout_s=START_TIMEOUT_S,
+        )
+        await self._children.start(process)
+        return url
+
+    async def engine_times(self, task_ids: list[str], *, timeout_s: float = 15.0) -> dict[str, float]:
+        """synthesis_s of each task's completed event, waiting for events still on their way."""
+        async with asyncio.timeout(timeout_s):
+            while missing := [t for t in task_ids if t not in self.synthesis_s]:
+                log.debug("waiting for %d completed events", len(missing))
+                await asyncio.sleep(0.05)
+        return {t: self.synthesis_s[t] for t in task_ids}
+
+
+async def _collect_engine_times(bus: EventBus, into: dict[str, float], subscribed: asyncio.Event) -> None:
+    """Record synthesis_s from every completed event published from now on (the worker's own timing)."""
+    async for event in follow_events(
+        bus, subjects=EventType.SYNTHESIS_COMPLETED, on_subscribed=subscribed.set
+    ):
+        seconds = event.data.get("synthesis_s")
+        if event.task_id and isinstance(seconds, int | float):
+            into[event.task_id] = float(seconds)
+
+
+@contextlib.asynccontextmanager
+async def bench_stack(base_dir: Path, *, queue_max_pending: int = 10_000) -> AsyncIterator[BenchStack]:
+    """NATS, S3, emulator and gateway started and ready; workers are added by the caller."""
+    log_dir = base_dir / "logs"
+    children = Stack(stop_timeout_s=STOP_TIMEOUT_S)
+    stack: BenchStack | None = None
+    collector: asyncio.Task[None] | None = None
+    try:
+        nats = NatsServer.on_free_ports(base_dir / "nats", log_path=log_dir / "nats.log")
+        await children.start(nats)
+        s3 = SeaweedS3.on_free_ports(base_dir / "s3", buckets=(BUCKET,), log_path=log_dir / "s3.log")
+        await children.start(s3)
+        gateway_port, emulator_port = free_port(), free_port()
+        gateway_url = f"http://{LOCALHOST}:{gateway_port}"
+        env = dict(
+            os.environ,
+            NATS_URL=nats.url or "",
+            S3_ENDPOINT=s3.endpoint,
+            S3_ACCESS_KEY=s3.access_key,
+            S3_SECRET_KEY=s3.secret_key,
+            S3_BUCKET=BUCKET,
+            S3_SECURE="false",
+            WECHAT_API_BASE=f"http://{LOCALHOST}:{emulator_port}",
+            EMULATOR_PORT=str(emulator_port),
+            WECHAT_PUSH_URL=f"{gateway_url}/wechat/push",
+            GATEWAY_PORT=str(gateway_port),
+            PUBLIC_BASE_URL=gateway_url,
+            SESSION_SECRET="voicerelay-bench-session-secret",
+            # One benchmark user sends every request: the per-user limit must not be what is measured.
+            RATE_LIMIT_PER_MINUTE="1000000",
+            QUEUE_MAX_PENDING=str(queue_max_pending),
+            WORKER_METRICS_PORT=str(free_port()),
+            ENGINE_DELAY_S="0",
+            LOG_LEVEL="INFO",
+            PYTHONUNBUFFERED="1",
+        )
+        await children.start(
+            _python_service(
+                "emulator",
+                "wechat_adapter.emulator",
+                env,
+                log_dir / "emulator.log",
+                port=emulator_port,
+                health="/healthz",
+                ready_line="",
+            )
+        )
+        await children.start(
+            _python_service(
+                "gateway",
+                "wechat_adapter",
+                env,
+                log_dir / "gateway.log",
+                port=gateway_port,
+                health="/readyz",
+                ready_line="listening on",
+            )
+        )
+        bus = await EventBus.connect((env["NATS_URL"],), name="bench")
+        stack = BenchStack(gateway_url, env, log_dir, bus, _children=children)
+        subscribed = asyncio.Event()
+        collector = asyncio.create_task(_collect_engine_times(bus, stack.synthesis_s, subscribed))
+        async with asyncio.timeout(10):
+            await subscribed.wait()
+        yield stack
+    finally:
+        if stack is not None:
+            await stack.stop_workers()
+        if collector is not None:
+            collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collector
+        if stack is not None:
+            await stack.bus.close()
+        await children.stop()

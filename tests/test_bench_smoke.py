@@ -1,0 +1,52 @@
+"""`python -m ops.bench --quick` runs end to end and reports every scenario.
+
+Only the shape of the output is checked, never a timing: numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ops.bench.cli import RESULT_KEYS
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.timeout(150)
+def test_quick_benchmark_prints_table_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "ops.bench", "--quick", "--out", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=140,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for heading in ("(a) pipeline overhead", "(b) throughput", "(c) identical repeat", "(d) seed baseline"):
+        assert heading in done.stdout
+    assert "(e) gateway accept" in done.stdout
+    assert "p50 ratio" in done.stdout
+
+    results = json.loads(out.read_text())
+    assert set(RESULT_KEYS) <= results.keys()
+    assert results["meta"]["mode"] == "quick"
+    assert {"nproc", "cpu_model", "python"} <= results["meta"]["machine"].keys()
+    assert [row["concurrency"] for row in results["pipeline_overhead"]] == [1, 8, 32]
+    for row in results["pipeline_overhead"]:
+        assert {"e2e_p50_s", "e2e_p99_s", "engine_p50_s", "overhead_p50_s", "overhead_p99_s"} <= row.keys()
+    assert {"workers_1", "workers_2", "scaling_2_over_1"} <= results["throughput"].keys()
+    assert results["cache"]["fresh_statuses"] == [202]
+    assert results["cache"]["repeat_statuses"] == [200]
+    seed_rows = results["seed_baseline"]["rows"]
+    assert [row["concurrency"] for row in seed_rows] == [1, 8]
+    ratios = {"latency_p50_ratio", "latency_p99_ratio", "throughput_ratio"}
+    for row in seed_rows:
+        assert {"seed", "voicerelay", *ratios} <= row.keys()
+    assert results["gateway_accept"]["statuses"] == {"202": results["gateway_accept"]["n"]}
