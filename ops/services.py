@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -378,6 +378,14 @@ class ManagedProcess:
             self._signal_group(signal.SIGKILL)
             self._proc.wait()
             _unreaped.discard(self)
+
+
+async def stop_all(processes: Iterable[ManagedProcess], timeout_s: float = 10.0) -> None:
+    """Stop every process at once (each is killed if it ignores SIGTERM); then raise the first failure."""
+    results = await asyncio.gather(*(p.stop(timeout_s) for p in processes), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 @atexit.register

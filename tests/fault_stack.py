@@ -29,7 +29,7 @@ from events.records import TaskRecord, TaskStatus
 from events.replay import task_timeline
 from events.state import SharedState
 from ops.client import eventually
-from ops.services import LOCALHOST, ManagedProcess, NatsServer, SeaweedS3, free_port, http_probe
+from ops.services import LOCALHOST, ManagedProcess, NatsServer, SeaweedS3, free_port, http_probe, stop_all
 from storage.keys import OUTPUTS_PREFIX
 from storage.objects import ObjectStore
 from wechat_adapter.app import create_app
@@ -125,13 +125,8 @@ class FaultStack(Stack):
 
     async def stop_processes(self) -> None:
         """SIGTERM every owned process (killed if it ignores that); leaves none running."""
-        results = await asyncio.gather(
-            *(p.stop(STOP_TIMEOUT_S) for p in self.processes), return_exceptions=True
-        )
-        self.processes.clear()
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        processes, self.processes = self.processes, []
+        await stop_all(processes, STOP_TIMEOUT_S)
 
     async def task(self, owner: str, task_id: str) -> TaskRecord | None:
         return await SharedState(self.bus).tasks.get(f"{owner}.{task_id}")

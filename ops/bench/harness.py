@@ -17,7 +17,16 @@ from pathlib import Path
 from events.bus import EventBus
 from events.names import EventType
 from events.replay import follow_events
-from ops.services import LOCALHOST, ManagedProcess, NatsServer, SeaweedS3, Stack, free_port, http_probe
+from ops.services import (
+    LOCALHOST,
+    ManagedProcess,
+    NatsServer,
+    SeaweedS3,
+    Stack,
+    free_port,
+    http_probe,
+    stop_all,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +91,8 @@ class BenchStack:
 
     async def stop_workers(self) -> None:
         """SIGTERM every worker (each finishes its job first); none is left running."""
-        results = await asyncio.gather(
-            *(w.stop(STOP_TIMEOUT_S) for w in self.workers), return_exceptions=True
-        )
-        self.workers.clear()
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        workers, self.workers = self.workers, []
+        await stop_all(workers, STOP_TIMEOUT_S)
 
     async def start_seed_baseline(self, workdir: Path) -> str:
         """The seed article's server (ops/bench/seed_baseline.py) as a child; returns its base URL."""
