@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 Probe = Callable[[], Awaitable[bool]]
 
 LOCALHOST = "127.0.0.1"
+_REPO_ROOT = Path(__file__).resolve().parent.parent
 _POLL_INTERVAL_S = 0.05
 _PROBE_TIMEOUT_S = 1.0
 _LOG_TAIL_BYTES = 16 * 1024
@@ -378,6 +379,32 @@ class ManagedProcess:
             self._signal_group(signal.SIGKILL)
             self._proc.wait()
             _unreaped.discard(self)
+
+
+def python_service(
+    name: str,
+    module: str,
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    port: int,
+    health: str = "/healthz",
+    ready_line: str = "",
+    start_timeout_s: float = 60.0,
+) -> ManagedProcess:
+    """`python -m <module>` from the repository root: ready once `health` answers 200 and, when
+    given, this start's part of the log contains `ready_line`."""
+    url = f"http://{LOCALHOST}:{port}"
+    answers = http_probe(url + health)
+
+    async def probe() -> bool:
+        return await answers() and ready_line in process.log_tail(200).rsplit("=== ", 1)[-1]
+
+    process = ManagedProcess(
+        name, [sys.executable, "-m", module], log_path=log_path, env=dict(env), cwd=_REPO_ROOT, url=url,
+        probe=probe, start_timeout_s=start_timeout_s,
+    )  # fmt: skip
+    return process
 
 
 async def stop_all(processes: Iterable[ManagedProcess], timeout_s: float = 10.0) -> None:

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +28,20 @@ from events.records import TaskRecord, TaskStatus
 from events.replay import task_timeline
 from events.state import SharedState
 from ops.client import eventually
-from ops.services import LOCALHOST, ManagedProcess, NatsServer, SeaweedS3, free_port, http_probe, stop_all
+from ops.services import (
+    LOCALHOST,
+    ManagedProcess,
+    NatsServer,
+    SeaweedS3,
+    free_port,
+    python_service,
+    stop_all,
+)
 from storage.keys import OUTPUTS_PREFIX
 from storage.objects import ObjectStore
 from wechat_adapter.app import create_app
 from wechat_adapter.emulator.app import EMULATOR_KEY, EmulatorConfig, create_emulator_app
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # SIGTERM to exit: the worker's shutdown grace (30 s) plus closing; past this a test has failed anyway.
 STOP_TIMEOUT_S = 45.0
 
@@ -64,40 +70,17 @@ def service_env(settings: Settings, **overrides: str) -> dict[str, str]:
     return env
 
 
-def _python_service(
-    name: str, module: str, env: dict[str, str], log_path: Path, *, port: int, ready_line: str
-) -> ManagedProcess:
-    """`python -m <module>`, ready once its /healthz answers and its log says `ready_line` (this start)."""
-    url = f"http://{LOCALHOST}:{port}"
-    health = http_probe(url + "/healthz")
-
-    async def probe() -> bool:
-        return await health() and ready_line in process.log_tail(200).rsplit("=== ", 1)[-1]
-
-    process = ManagedProcess(
-        name,
-        [sys.executable, "-m", module],
-        log_path=log_path,
-        env=env,
-        cwd=REPO_ROOT,
-        url=url,
-        probe=probe,
-        start_timeout_s=60.0,
-    )
-    return process
-
-
 def worker_process(settings: Settings, log_path: Path, *, delay_s: float = 0.0) -> ManagedProcess:
     """A `python -m synth_worker` child on its own metrics port; ready once it consumes."""
     port = free_port()
     env = service_env(settings, WORKER_METRICS_PORT=str(port), ENGINE_DELAY_S=str(delay_s))
-    return _python_service("worker", "synth_worker", env, log_path, port=port, ready_line="worker ready")
+    return python_service("worker", "synth_worker", env, log_path, port=port, ready_line="worker ready")
 
 
 def gateway_process(settings: Settings, log_path: Path) -> ManagedProcess:
     """A `python -m wechat_adapter` child serving `settings.gateway_port`."""
     env = service_env(settings)
-    return _python_service(
+    return python_service(
         "gateway", "wechat_adapter", env, log_path, port=settings.gateway_port, ready_line="listening on"
     )
 

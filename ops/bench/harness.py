@@ -25,6 +25,7 @@ from ops.services import (
     Stack,
     free_port,
     http_probe,
+    python_service,
     stop_all,
 )
 
@@ -35,29 +36,6 @@ BUCKET = "voicerelay-bench"
 START_TIMEOUT_S = 60.0
 # The worker drains its in-flight job on SIGTERM (up to 30 s grace); past this it is killed.
 STOP_TIMEOUT_S = 45.0
-
-
-def _python_service(
-    name: str, module: str, env: dict[str, str], log_path: Path, *, port: int, health: str, ready_line: str
-) -> ManagedProcess:
-    """`python -m <module>`: ready once `health` answers 200 and this start's log says `ready_line`."""
-    url = f"http://{LOCALHOST}:{port}"
-    answers = http_probe(url + health)
-
-    async def probe() -> bool:
-        return await answers() and ready_line in process.log_tail(200).rsplit("=== ", 1)[-1]
-
-    process = ManagedProcess(
-        name,
-        [sys.executable, "-m", module],
-        log_path=log_path,
-        env=env,
-        cwd=REPO_ROOT,
-        url=url,
-        probe=probe,
-        start_timeout_s=START_TIMEOUT_S,
-    )
-    return process
 
 
 @dataclass
@@ -75,7 +53,7 @@ class BenchStack:
         port = free_port()
         env = dict(self.env, WORKER_METRICS_PORT=str(port), ENGINE_DELAY_S=str(engine_delay_s))
         n = len(self.workers) + 1
-        worker = _python_service(
+        worker = python_service(
             f"worker{n}",
             "synth_worker",
             env,
@@ -167,7 +145,7 @@ async def bench_stack(base_dir: Path, *, queue_max_pending: int = 10_000) -> Asy
             PYTHONUNBUFFERED="1",
         )
         await children.start(
-            _python_service(
+            python_service(
                 "emulator",
                 "wechat_adapter.emulator",
                 env,
@@ -178,7 +156,7 @@ async def bench_stack(base_dir: Path, *, queue_max_pending: int = 10_000) -> Asy
             )
         )
         await children.start(
-            _python_service(
+            python_service(
                 "gateway",
                 "wechat_adapter",
                 env,
