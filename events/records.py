@@ -54,6 +54,9 @@ class TaskRecord(msgspec.Struct, kw_only=True):
     audio_key: str | None = None
     duration_s: float | None = None
     error: ErrorInfo | None = None
+    # How often an operator re-drove it. Part of its event ids, so the events of a new run are not
+    # dropped by the stream's duplicate window as repeats of the last run's.
+    redrives: int = 0
 
 
 class VoiceRecord(msgspec.Struct, kw_only=True):

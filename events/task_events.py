@@ -13,7 +13,9 @@ from events.records import ErrorInfo, TaskRecord, VoiceRecord
 
 
 def task_event(task: TaskRecord, event_type: EventType, suffix: str, data: dict[str, Any]) -> Envelope:
-    """An event about `task`, with the id `<task_id>.<suffix>`."""
+    """An event about `task`, with the id `<task_id>.<suffix>` (`.r<N>` after its N-th redrive)."""
+    if task.redrives:
+        suffix = f"{suffix}.r{task.redrives}"
     return new_event(
         event_type,
         openid=task.owner,

@@ -47,6 +47,7 @@ async def _requeue(state: SharedState, request: Envelope) -> TaskRecord | None:
             audio_key=None,
             duration_s=None,
             updated_at=utc_now_iso(),
+            redrives=task.redrives + 1,
         )
 
     stored = await state.tasks.update(owned_key(request.openid, request.task_id or ""), mutate)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import msgspec
 from stack import Stack
 from test_ops_cli import run_ops, stack_env
 
@@ -13,7 +14,7 @@ from events.names import EventType
 from events.records import ErrorInfo, TaskRecord, TaskStatus, VoiceRecord, VoiceStatus
 from events.replay import task_timeline
 from events.state import SharedState
-from events.task_events import requested_event
+from events.task_events import completed_event, failed_event, requested_event
 from ops.client import eventually
 from ops.samples import speech_sample
 from storage.keys import sample_key
@@ -95,3 +96,17 @@ async def test_redrive_of_an_unknown_task_says_so(stack: Stack) -> None:
 async def test_redrive_options_only_go_together(stack: Stack) -> None:
     code, output = await run_ops("replay", "--task", "t_x", env=stack_env(stack))
     assert code == 2 and "go with --redrive" in output
+
+
+def test_a_redriven_tasks_events_have_new_ids() -> None:
+    """Within the stream's 2-minute duplicate window, a redriven task failing (or succeeding) again
+    must not publish under its previous run's event ids, or the stream would drop the new events."""
+    task = TaskRecord(
+        task_id="t_x", owner="o_x", status=TaskStatus.FAILED, text="t", voice_id="v_x", mode="zero_shot",
+        format="mp3", trace_id="tr", created_at="", updated_at="",
+    )  # fmt: skip
+    error = ErrorInfo("synthesis_failed", "m")
+    again = msgspec.structs.replace(task, redrives=1)
+    assert failed_event(task, error).id == "t_x.failed"
+    assert failed_event(again, error).id == "t_x.failed.r1"
+    assert completed_event(again, {}).id == "t_x.completed.r1"
