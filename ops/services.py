@@ -541,7 +541,7 @@ class NatsCluster:
         await asyncio.gather(*(node.wait_ready() for node in self.nodes))
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        await asyncio.gather(*(node.stop(timeout_s) for node in self.nodes))
+        await stop_all(self.nodes, timeout_s)
 
     async def __aenter__(self) -> Self:
         try:

@@ -26,14 +26,13 @@ from common.config import ConfigError, Settings
 from common.logs import configure_logging
 from ops.services import (
     LOCALHOST,
-    ManagedProcess,
     NatsServer,
     PortInUse,
     SeaweedS3,
     ServiceError,
     Stack,
     ensure_port_free,
-    http_probe,
+    python_service,
 )
 
 log = logging.getLogger(__name__)
@@ -172,22 +171,6 @@ def service_env(config: UpConfig, nats: NatsServer, s3: SeaweedS3) -> dict[str, 
     )
 
 
-def python_service(
-    name: str, module: str, *, config: UpConfig, env: Mapping[str, str], url: str, health_path: str
-) -> ManagedProcess:
-    """One of our own services, run by this interpreter from the repository root."""
-    return ManagedProcess(
-        name,
-        [sys.executable, "-m", module],
-        log_path=config.logs_dir / f"{name}.log",
-        env=env,
-        cwd=REPO_ROOT,
-        url=url,
-        probe=http_probe(url + health_path),
-        start_timeout_s=config.start_timeout_s,
-    )
-
-
 async def start_all(stack: Stack, config: UpConfig) -> None:
     """Start the services in dependency order, each ready before the next begins."""
     nats = NatsServer(
@@ -214,20 +197,31 @@ async def start_all(stack: Stack, config: UpConfig) -> None:
             python_service(
                 "emulator",
                 "wechat_adapter.emulator",
-                config=config,
-                env=env,
-                url=config.wechat_api_base,
-                health_path="/healthz",
+                env,
+                config.logs_dir / "emulator.log",
+                port=config.emulator_port,
+                start_timeout_s=config.start_timeout_s,
             )
         )
     await stack.start(
         python_service(
-            "gateway", "wechat_adapter", config=config, env=env, url=config.gateway_url, health_path="/readyz"
+            "gateway",
+            "wechat_adapter",
+            env,
+            config.logs_dir / "gateway.log",
+            port=config.gateway_port,
+            health="/readyz",
+            start_timeout_s=config.start_timeout_s,
         )
     )
     await stack.start(
         python_service(
-            "worker", "synth_worker", config=config, env=env, url=config.worker_url, health_path="/healthz"
+            "worker",
+            "synth_worker",
+            env,
+            config.logs_dir / "worker.log",
+            port=config.worker_metrics_port,
+            start_timeout_s=config.start_timeout_s,
         )
     )
 
