@@ -615,9 +615,9 @@ async def test_shutdown_cancels_pending_checks(http: aiohttp.ClientSession, serv
         serve, gateway, media_verdict_delay_s=60, shutdown_grace_s=0.1
     )
     await media_check(http, wechat, str(gateway_server.make_url("/media/voice.mp3")))
-    started = time.monotonic()
-    await wechat.server.close()  # runs the app's cleanup: grace period, then cancellation
-    assert time.monotonic() - started < 2
+    # The app's cleanup gives pending checks a short grace, then cancels them: closing must not
+    # wait out the 60 s verdict delay (the bound is far from both, so load cannot make it flaky).
+    await asyncio.wait_for(wechat.server.close(), timeout=30)
     assert gateway.received == []
 
 
