@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import struct
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -90,6 +91,8 @@ class PushVerifier:
             plain = self._crypto.decrypt_message({"Encrypt": encrypted}, msg_signature, timestamp, nonce)
         except InvalidAppIdException:
             raise PushRejected("push is for another appid") from None
-        except (InvalidSignatureException, ValueError, UnicodeDecodeError) as exc:
+        except (InvalidSignatureException, ValueError, IndexError, struct.error) as exc:
+            # wechatpy unpads and unpacks without checks, so garbage surfaces as whatever the
+            # slicing or struct.unpack of it raises; all of them mean "not from WeChat".
             raise PushRejected(f"cannot decrypt: {type(exc).__name__}") from None
         return _parse(plain if isinstance(plain, str) else plain.decode("utf-8"))
