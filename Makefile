@@ -5,10 +5,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: up test lint install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-nodeps.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e ".[local,dev]"
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e ".[local,voice,dev]"
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
 
 install: $(STAMP)
