@@ -1,7 +1,8 @@
 """Audio in and out with PyAV (its wheels bundle FFmpeg; no system ffmpeg).
 
-Uploads are decoded by content, never by file name, through a short list of audio demuxers, and
-decoding stops as soon as the audio runs longer than the caller allows (decompression bombs).
+Uploads are decoded by content, never by file name, through short lists of audio demuxers and
+decoders; decoding stops as soon as the audio runs longer than the caller allows (decompression
+bombs), and a file that ends well before its own index says is refused as truncated.
 Everything here is synchronous and CPU-bound: callers run it in an executor.
 """
 
@@ -23,7 +24,10 @@ __all__ = [
     "Pcm",
     "decode_audio",
     "encode_audio",
+    "full_scale_fraction",
+    "normalise_loudness",
     "read_metadata",
+    "resample",
     "rms_dbfs",
     "to_wav_16k_mono",
 ]
@@ -36,6 +40,28 @@ _DEMUXER_WHITELIST = "wav,mp3,mov,aac,ogg,matroska"
 # `container.format.name` of those demuxers: WAV, MP3, MP4/M4A (WeChat's recorder), ADTS AAC,
 # Ogg (Opus), Matroska/WebM (browsers' MediaRecorder).
 _ALLOWED_DEMUXERS = frozenset({"wav", "mp3", "mov,mp4,m4a,3gp,3g2,mj2", "aac", "ogg", "matroska,webm"})
+# Decoders for what recorders put in those containers: PCM (and G.711) in WAV, MP3, AAC, Opus.
+# Matroska and WAV can carry nearly any codec; each extra decoder is more FFmpeg code exposed to
+# uploads, so anything else is refused before a single packet is decoded.
+_ALLOWED_DECODERS = frozenset(
+    {
+        *("pcm_u8", "pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le", "pcm_f64le", "pcm_alaw", "pcm_mulaw"),
+        *("mp3float", "mp3", "aac", "aac_fixed", "opus", "libopus"),
+    }
+)
+# FFmpeg gets the same decoder list for any decoder it opens itself while probing the streams.
+_DECODE_OPTIONS = {
+    "format_whitelist": _DEMUXER_WHITELIST,
+    "codec_whitelist": ",".join(sorted(_ALLOWED_DECODERS)),
+}
+
+# Containers whose header or index states the length: MP4's sample tables, WebM's Duration (absent in
+# live MediaRecorder files), MP3's Xing/Info tag (LAME and FFmpeg write one; without it FFmpeg
+# estimates from the bit rate, exact for CBR). Ogg, ADTS and WAV lengths come from the data itself,
+# so a cut-off file there is indistinguishable from a shorter recording.
+_DECLARED_LENGTH_DEMUXERS = frozenset({"mp3", "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"})
+_TRUNCATED_FRACTION = 0.9  # margins for bit-rate estimates and encoder priming
+_TRUNCATED_MIN_S = 1.0
 
 MIN_SAMPLE_RATE_HZ = 8_000  # the lowest rate WeChat's RecorderManager records at
 MAX_SAMPLE_RATE_HZ = 192_000
@@ -121,14 +147,28 @@ def decode_audio(
         raise AudioDecodeError("the file is empty")
     max_decoded_s = None if max_duration_s is None else max_duration_s + _DURATION_MARGIN_S
     try:
-        with av.open(io.BytesIO(data), "r", container_options={"format_whitelist": _DEMUXER_WHITELIST}) as c:
+        with av.open(io.BytesIO(data), "r", container_options=_DECODE_OPTIONS) as c:
             if c.format.name not in _ALLOWED_DEMUXERS:
                 raise AudioDecodeError(f"container {c.format.name!r} is not accepted")
             if not c.streams.audio:
                 raise AudioDecodeError("the file has no audio stream")
-            return _decode_stream(c, c.streams.audio[0], target_rate_hz, max_decoded_s)
+            decoder = c.streams.audio[0].codec_context.name
+            if decoder not in _ALLOWED_DECODERS:
+                raise AudioDecodeError(f"audio codec {decoder!r} is not accepted")
+            pcm = _decode_stream(c, c.streams.audio[0], target_rate_hz, max_decoded_s)
+            _check_not_truncated(c, pcm)
+            return pcm
     except av.FFmpegError as exc:
         raise AudioDecodeError(f"not decodable audio: {exc}") from exc
+
+
+def _check_not_truncated(container: av.container.InputContainer, pcm: Pcm) -> None:
+    """A file that ends well before the length its own index declares was cut off in transit."""
+    if container.format.name not in _DECLARED_LENGTH_DEMUXERS or not container.duration:
+        return
+    declared_s = container.duration / av.time_base
+    if pcm.duration_s < declared_s * _TRUNCATED_FRACTION and declared_s - pcm.duration_s > _TRUNCATED_MIN_S:
+        raise AudioDecodeError(f"truncated: {pcm.duration_s:.1f} s of the {declared_s:.1f} s declared")
 
 
 def _decode_stream(
@@ -247,19 +287,42 @@ def rms_dbfs(pcm: Pcm) -> float:
     return max(_SILENCE_FLOOR_DBFS, 20.0 * math.log10(rms) if rms > 0 else _SILENCE_FLOOR_DBFS)
 
 
-def to_wav_16k_mono(pcm: Pcm) -> bytes:
-    """The sample stored for engines: 16 kHz mono s16 WAV, peak-normalised to about -1 dBFS.
+def full_scale_fraction(pcm: Pcm, *, level: float = 0.9) -> float:
+    """The fraction of samples at or above `level` of full scale (0.9 is -0.9 dBFS).
 
-    Silence stays silence (no gain); rejecting too-quiet uploads is the caller's job (`rms_dbfs`).
+    A measure of clipping that survives lossy codecs: they turn a clipped flat top into ripple
+    around full scale, so counting exact ±1.0 runs finds it in WAV but misses it in MP3 or AAC.
     """
-    samples = _resample(pcm, _SAMPLE_WAV_RATE_HZ)
+    if pcm.samples.size == 0:
+        return 0.0
+    return float(np.count_nonzero(np.abs(pcm.samples) >= level)) / pcm.samples.size
+
+
+def normalise_loudness(pcm: Pcm, *, target_rms_dbfs: float, peak_ceiling_dbfs: float) -> Pcm:
+    """A copy with one gain, toward `target_rms_dbfs` but never lifting the peak past
+    `peak_ceiling_dbfs` (speech's peaks sit 12-20 dB above its RMS). Silence stays silence."""
+    peak = float(np.max(np.abs(pcm.samples))) if pcm.samples.size else 0.0
+    if peak <= 1e-6:
+        return Pcm(pcm.samples.copy(), pcm.sample_rate_hz)
+    gain_db = min(target_rms_dbfs - rms_dbfs(pcm), peak_ceiling_dbfs - 20 * math.log10(peak))
+    samples = pcm.samples * np.float32(10 ** (gain_db / 20))
+    return Pcm(samples.astype(np.float32, copy=False), pcm.sample_rate_hz)
+
+
+def to_wav_16k_mono(pcm: Pcm) -> bytes:
+    """16 kHz mono s16 WAV, peak-normalised to about -1 dBFS; silence stays silence (no gain).
+
+    The gateway's intake stores loudness-normalised speech instead (`normalise_loudness`).
+    """
+    samples = resample(pcm, _SAMPLE_WAV_RATE_HZ)
     peak = float(np.max(np.abs(samples))) if samples.size else 0.0
     if peak > 1e-6:
         samples = samples * np.float32(10 ** (_SAMPLE_WAV_PEAK_DBFS / 20) / peak)
     return encode_audio(Pcm(samples.astype(np.float32, copy=False), _SAMPLE_WAV_RATE_HZ), "wav")
 
 
-def _resample(pcm: Pcm, rate_hz: int) -> np.ndarray:
+def resample(pcm: Pcm, rate_hz: int) -> np.ndarray:
+    """The samples at `rate_hz` (a copy), resampled by FFmpeg through PyAV."""
     if pcm.sample_rate_hz == rate_hz or pcm.samples.size == 0:
         return pcm.samples.copy()
     resampler = av.AudioResampler(format="flt", layout="mono", rate=rate_hz)

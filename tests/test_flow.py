@@ -62,6 +62,11 @@ async def test_whole_flow(stack: Stack, sample_format: str, as_base64: bool) -> 
     assert ranged.status == 206
     assert ranged.body == audio.body[100:200]
     assert ranged.headers["Content-Range"] == f"bytes 100-199/{len(audio.body)}"
+    past_end = f"bytes={len(audio.body) + 10}-"
+    beyond = await user.request("GET", f"/v1/syntheses/{task_id}/audio", headers={"Range": past_end})
+    assert beyond.status == 416
+    assert beyond.body["error"]["code"] == "range_not_satisfiable"  # an error like every other
+    assert beyond.headers["Content-Range"] == f"bytes */{len(audio.body)}"
 
     # The notifier's subscription message reaches the user's WeChat.
     [message] = await eventually(lambda: [m for m in stack.emulator.sent_messages if task_id in str(m)])

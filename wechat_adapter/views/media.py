@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from storage.objects import ObjectNotFound, StorageError
-from wechat_adapter.errors import ApiError
+from wechat_adapter.errors import ApiError, error_response
 from wechat_adapter.views.common import gateway_of
 
 
@@ -20,7 +20,9 @@ async def serve_object(request: web.Request, key: str, *, content_type: str | No
         info = await store.stat(key)
         start, stop = _resolve_range(requested, info.size_bytes)
         if start is None:
-            return web.Response(status=416, headers={"Content-Range": f"bytes */{info.size_bytes}"})
+            response = error_response("range_not_satisfiable")
+            response.headers["Content-Range"] = f"bytes */{info.size_bytes}"
+            return response
         partial = (start, stop) != (0, info.size_bytes)
         chunk = await store.get_range(key, start, stop - start) if stop > start else None
     except ObjectNotFound:
