@@ -22,7 +22,9 @@ class Preset:
     id: str
     name: str  # shown to users
     kind: PresetKind
-    instruction: str  # the natural-language instruction CosyVoice3 understands
+    # The instruction CosyVoice3 was trained on, verbatim from upstream's `instruct_list`
+    # (cosyvoice/utils/common.py): other wordings are understood less reliably.
+    instruction: str
 
     def to_json(self) -> dict[str, str]:
         return {"id": self.id, "name": self.name, "kind": str(self.kind)}
@@ -50,13 +52,13 @@ PRESETS: tuple[Preset, ...] = (
     _dialect("sichuan", "四川", "四川话"),
     _dialect("tianjin", "天津", "天津话"),
     _dialect("yunnan", "云南", "云南话"),
-    Preset("happy", "开心", PresetKind.EMOTION, "请用开心的语气说。"),
-    Preset("sad", "伤心", PresetKind.EMOTION, "请用伤心的语气说。"),
-    Preset("angry", "生气", PresetKind.EMOTION, "请用生气的语气说。"),
-    Preset("faster", "快一点", PresetKind.SPEED, "请用尽可能快地语速说。"),
-    Preset("slower", "慢一点", PresetKind.SPEED, "请用尽可能慢地语速说。"),
-    Preset("louder", "大声一点", PresetKind.VOLUME, "请大声一点说。"),
-    Preset("softer", "小声一点", PresetKind.VOLUME, "请小声一点说。"),
+    Preset("happy", "开心", PresetKind.EMOTION, "请非常开心地说一句话。"),
+    Preset("sad", "伤心", PresetKind.EMOTION, "请非常伤心地说一句话。"),
+    Preset("angry", "生气", PresetKind.EMOTION, "请非常生气地说一句话。"),
+    Preset("faster", "快一点", PresetKind.SPEED, "请用尽可能快地语速说一句话。"),
+    Preset("slower", "慢一点", PresetKind.SPEED, "请用尽可能慢地语速说一句话。"),
+    Preset("louder", "大声一点", PresetKind.VOLUME, "Please say a sentence as loudly as possible."),
+    Preset("softer", "小声一点", PresetKind.VOLUME, "Please say a sentence in a very soft voice."),
 )
 
 PRESETS_BY_ID: dict[str, Preset] = {p.id: p for p in PRESETS}

@@ -24,8 +24,13 @@ VERBS: tuple[Verb, ...] = (
     Verb("replay", "ops.replay", "print events from the stream, e.g. one task's timeline"),
     Verb("tail", "ops.tail", "print events live as they are published"),
     Verb("doctor", "ops.doctor", "check NATS, the stream and consumers, S3, WeChat settings and the engine"),
-    Verb("bench", "ops.bench.cli", "measure the pipeline, scaling, cache, the seed baseline and the gateway"),
+    Verb(
+        "bench",
+        "ops.bench.cli",
+        "measure: pipeline vs the seed design (default); voices: engine, intake, similarity",
+    ),
     Verb("demo", "ops.demo", "do what a mini program does against a running stack, end to end"),
+    Verb("gpu-smoke", "ops.gpu_smoke", "run CosyVoice3 on this GPU in every mode; print RTF, write WAVs"),
 )
 
 

@@ -17,7 +17,7 @@ from common.config import EMULATOR_SECRET, Settings
 from events import names
 from events.bus import CONSUMERS, DEADLETTER_CONSUMERS, KV_BUCKETS, EventBus
 from storage.objects import ObjectStore, StorageError
-from synth_worker.engines.base import load_engine
+from synth_worker.engines.base import probe_engine
 from wechat_adapter.subscribe_message import TemplateMapping
 
 _TIMEOUT_S = 5.0
@@ -130,12 +130,12 @@ def check_wechat(settings: Settings) -> list[Check]:
 
 async def check_engine(settings: Settings) -> list[Check]:
     try:
-        engine = await asyncio.to_thread(
-            load_engine, settings.tts_engine, model_dir=settings.cosyvoice_model_dir
+        described = await asyncio.to_thread(
+            probe_engine, settings.tts_engine, model_dir=settings.cosyvoice_model_dir
         )
     except Exception as exc:  # the engine's own words are the diagnosis
         return [Check("engine", False, f"{settings.tts_engine}: {exc}")]
-    return [Check("engine", True, f"{engine.name} {engine.version}, {engine.sample_rate_hz} Hz")]
+    return [Check("engine", True, described)]
 
 
 async def diagnose(settings: Settings) -> list[Check]:

@@ -2,8 +2,8 @@
 # checkout on PYTHONPATH + this project. Built by the `worker-gpu` service (compose profile `gpu`);
 # build context: the repository root.
 #
-# The cosyvoice3 engine code itself is not in this version of VoiceRelay (synth_worker refuses to load it),
-# so this image is the environment it will run in, not yet a working GPU worker.
+# The engine is synth_worker/engines/cosyvoice3.py. On a GPU host with the weights, check an image with
+#   docker compose --profile gpu run --rm worker-gpu python -m ops gpu-smoke
 #
 # Why CosyVoice is cloned rather than pip-installed: the official code is not a package (DESIGN.md,
 # "CosyVoice3 facts"); it is imported from /opt/CosyVoice and its Matcha-TTS submodule via PYTHONPATH.
@@ -20,7 +20,7 @@ ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 
     PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 
 # Python 3.11 from Ubuntu 22.04 (universe); git for the checkout; a compiler and headers for the
-# CosyVoice dependencies that build from source (pyworld, openai-whisper); ffmpeg/sox for torchaudio I/O.
+# CosyVoice dependencies that build from source (openai-whisper); ffmpeg/sox for torchaudio I/O.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         python3.11 python3.11-venv python3.11-dev build-essential git ca-certificates ffmpeg sox libsox-dev \
@@ -40,17 +40,25 @@ RUN git init -q /opt/CosyVoice \
     && git submodule update -q --init --recursive --depth 1 \
     && rm -rf .git
 # Its requirements, less what inference with load_trt=False / load_vllm=False never imports (training:
-# deepspeed, tensorboard; web demos: gradio, fastapi, uvicorn; TensorRT) and less torch/torchaudio
-# (installed above from the CUDA index).
-RUN grep -viE '^(deepspeed|gradio|fastapi(-cli)?|uvicorn|tensorboard|tensorrt[-a-z0-9]*|torch|torchaudio)(==|[ ;]|$)' \
+# deepspeed, tensorboard; web demos: gradio, fastapi, uvicorn; TensorRT), less torch/torchaudio
+# (installed above from the CUDA index), and less pyworld: its sdist fails on import with current
+# setuptools (DESIGN.md) and CosyVoice inference never imports it, while our espeak engine (which
+# `python -m ops` imports) does, so the project's prebuilt wheel of the same module goes in below.
+RUN grep -viE '^(deepspeed|gradio|fastapi(-cli)?|uvicorn|tensorboard|tensorrt[-a-z0-9]*|torch|torchaudio|pyworld)(==|[ ;]|$)' \
         /opt/CosyVoice/requirements.txt > /tmp/cosyvoice-requirements.txt \
     && pip install -r /tmp/cosyvoice-requirements.txt
 ENV PYTHONPATH=/opt/CosyVoice:/opt/CosyVoice/third_party/Matcha-TTS
 
-# This project. CONFLICT: CosyVoice pins numpy==1.26.4 (its torch 2.3.1 and onnxruntime-gpu 1.18 are
-# built against NumPy 1.x) while pyproject pins numpy==2.4.6. The image keeps NumPy 1.26.4: the project's
-# other dependencies are installed from pyproject without numpy, then the project itself with --no-deps.
-# Until the cosyvoice3 engine lands with a resolved pin, VoiceRelay on NumPy 1.26 here is untested.
+# This project, on CosyVoice's NumPy. pyproject pins numpy==2.4.6 and CosyVoice numpy==1.26.4; its
+# torch 2.3.1 and onnxruntime-gpu 1.18 are built against NumPy 1.x and fail to import under 2.x.
+# The model's stack wins (moving torch would leave the set upstream tested), and our code only uses
+# NumPy that 1.26 has; no dependency of ours asks for NumPy 2. So:
+# - numpy stays out of our list and is constrained to the installed version: pip fails the build
+#   rather than upgrade it if a dependency ever wants 2.x;
+# - onnxruntime stays out: onnxruntime-gpu provides the same module, the CPU wheel would overwrite it;
+# - pyworld-prebuilt comes in from the `voice` extra (see above); the rest of that extra (torch 2.13,
+#   Resemblyzer) does not: without it the worker runs without its speaker-similarity signal.
+# The last step imports what the worker and `python -m ops` import, so a broken set fails the build.
 COPY pyproject.toml README.md /src/
 COPY common /src/common
 COPY events /src/events
@@ -58,11 +66,19 @@ COPY storage /src/storage
 COPY wechat_adapter /src/wechat_adapter
 COPY synth_worker /src/synth_worker
 COPY ops /src/ops
-RUN python -c "import tomllib; deps = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(d for d in deps if not d.startswith('numpy')))" \
-        > /tmp/voicerelay-requirements.txt \
-    && pip install -r /tmp/voicerelay-requirements.txt \
+RUN python -c "import numpy; print(f'numpy=={numpy.__version__}')" > /tmp/constraints.txt \
+    && python -c "import re, tomllib; \
+project = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
+name = lambda req: re.split(r'[<>=!~\[; ]', req, maxsplit=1)[0].lower(); \
+deps = [d for d in project['dependencies'] if name(d) not in {'numpy', 'onnxruntime'}]; \
+deps += [d for d in project['optional-dependencies']['voice'] if name(d) == 'pyworld-prebuilt']; \
+print('\n'.join(deps))" > /tmp/voicerelay-requirements.txt \
+    && pip install -c /tmp/constraints.txt -r /tmp/voicerelay-requirements.txt \
     && pip install --no-deps /src \
     && rm -rf /src /tmp/*.txt \
+    && python -c "import numpy, onnxruntime, torch; assert numpy.__version__ == '1.26.4', numpy.__version__; \
+import cosyvoice.cli.cosyvoice, synth_worker.worker, synth_worker.engines.cosyvoice3; \
+from ops.cli import build_parser; build_parser()" \
     && useradd --system --uid 10001 --home-dir /app --create-home voicerelay
 
 WORKDIR /app

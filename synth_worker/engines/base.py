@@ -26,6 +26,10 @@ class EngineInputError(EngineError):
     """This input can never succeed (a poison job): fail the task, do not retry it."""
 
 
+class ProfileRejected(EngineInputError):
+    """The speaker profile passed in is unusable (corrupt, or from another analysis): analyse again."""
+
+
 class EngineUnavailable(EngineError):
     """The engine cannot start: a library or model is missing or broken."""
 
@@ -42,6 +46,9 @@ class SynthesisRequest:
     instruct: str | None = None  # a preset id from common.presets (mode "instruct" only)
     speed: float = 1.0
     language: str | None = None  # target language where the engine needs telling, e.g. "en"
+    # What `SpeakerAdaptive.analyse_speaker` made of this prompt, when the engine adapts (cached
+    # per owner + sample hash by the worker, so it is computed once per voice, not per task).
+    speaker_profile: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.text.strip():
@@ -66,6 +73,22 @@ class Engine(Protocol):
     def synthesize(self, request: SynthesisRequest) -> Pcm:
         """Blocking; one call at a time per engine instance."""
         ...
+
+
+class SpeakerAdaptive(Protocol):
+    """An engine that analyses a voice once and reuses the analysis for every task of that voice."""
+
+    profile_version: str  # part of the cache key: a new analysis method never reads an old profile
+
+    def analyse_speaker(self, prompt: Pcm) -> bytes:
+        """Blocking and deterministic: the same prompt gives the same bytes."""
+        ...
+
+
+def adapts_to_speaker(engine: Engine) -> SpeakerAdaptive | None:
+    """The engine as SpeakerAdaptive when it is one (DelayedEngine passes through)."""
+    inner = getattr(engine, "inner", engine)
+    return inner if callable(getattr(inner, "analyse_speaker", None)) else None
 
 
 class DelayedEngine:
@@ -101,6 +124,23 @@ def load_engine(name: str, *, model_dir: str | None = None) -> Engine:
         except ImportError as exc:
             raise EngineUnavailable(f"espeak engine cannot be imported: {exc}") from exc
         return EspeakEngine()
-    if name == "cosyvoice3":
-        raise EngineUnavailable("the cosyvoice3 engine is not available yet; use TTS_ENGINE=espeak")
+    if name == "cosyvoice3":  # imports torch and the upstream CosyVoice code only when loading
+        from synth_worker.engines.cosyvoice3 import CosyVoice3Engine
+
+        return CosyVoice3Engine.load(model_dir)
     raise EngineUnavailable(f"unknown engine {name!r}; expected one of {list(ENGINE_NAMES)}")
+
+
+def probe_engine(name: str, *, model_dir: str | None = None) -> str:
+    """Whether the named engine could start, without loading a model onto a GPU (for `ops doctor`).
+
+    Returns a one-line description; raises EngineUnavailable as load_engine would.
+    """
+    if name == "cosyvoice3":
+        from synth_worker.engines.cosyvoice3 import check_model_dir, import_upstream
+
+        directory = check_model_dir(model_dir)
+        import_upstream()
+        return f"cosyvoice3: model files complete in {directory}, CosyVoice code importable (not loaded)"
+    engine = load_engine(name, model_dir=model_dir)
+    return f"{engine.name} {engine.version}, {engine.sample_rate_hz} Hz"

@@ -1,0 +1,304 @@
+"""The GPU engine: Fun-CosyVoice3-0.5B through the official CosyVoice code (DESIGN.md, "CosyVoice3 facts").
+
+The upstream code is not a package: a pinned checkout and its `third_party/Matcha-TTS` go on
+PYTHONPATH, and are imported only in `CosyVoice3Engine.load`, so everything else runs without them.
+The model is loaded once per process and called one request at a time: upstream keeps per-request
+state on the model object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.audio import Pcm, encode_audio, resample
+from synth_worker.engines.base import EngineError, EngineInputError, EngineUnavailable, SynthesisRequest
+from synth_worker.engines.cosyvoice_prompts import (
+    MAX_CHUNK_WEIGHT,
+    cross_lingual_tts_text,
+    instruct_text,
+    split_text,
+    strip_special_tokens,
+    zero_shot_prompt_text,
+)
+
+log = logging.getLogger(__name__)
+
+# What CosyVoice3(model_dir) reads; a trailing "/" marks a directory.
+MODEL_FILES = (
+    "cosyvoice3.yaml",
+    "llm.pt",
+    "flow.pt",
+    "hift.pt",
+    "campplus.onnx",
+    "speech_tokenizer_v3.onnx",
+    "CosyVoice-BlankEN/",
+)
+PROMPT_RATE_HZ = 16_000  # upstream resamples prompt_wav itself but asserts at least 16 kHz
+MAX_PROMPT_S = 30.0  # upstream's speech tokenizer asserts that prompts are no longer
+DEFAULT_MAX_SPEAKERS = 256  # registered voices kept on the GPU; each holds the prompt's features
+_SPEAKER_ID_PREFIX = "voicerelay:"  # never collides with speakers shipped in a model's spk2info.pt
+
+
+def missing_model_files(model_dir: Path) -> list[str]:
+    """The entries of MODEL_FILES that `model_dir` lacks (all of them when it does not exist)."""
+    missing = []
+    for name in MODEL_FILES:
+        path = model_dir / name.rstrip("/")
+        if not (path.is_dir() if name.endswith("/") else path.is_file()):
+            missing.append(name)
+    return missing
+
+
+def check_model_dir(model_dir: str | None) -> Path:
+    """The model directory, or EngineUnavailable naming what is missing.
+
+    Checked before upstream sees it: CosyVoice3 downloads from ModelScope when its path does not
+    exist, and weights must never be fetched by a worker (DESIGN.md).
+    """
+    if not model_dir:
+        raise EngineUnavailable(
+            "cosyvoice3 needs COSYVOICE_MODEL_DIR: the Fun-CosyVoice3-0.5B model directory, "
+            "downloaded from ModelScope or Hugging Face at deploy time"
+        )
+    directory = Path(model_dir)
+    if not directory.is_dir():
+        raise EngineUnavailable(f"cosyvoice3: COSYVOICE_MODEL_DIR {directory} is not a directory")
+    missing = missing_model_files(directory)
+    if missing:
+        raise EngineUnavailable(
+            f"cosyvoice3: model directory {directory} is incomplete, missing {', '.join(missing)}"
+        )
+    return directory
+
+
+def import_upstream() -> Callable[..., Any]:
+    try:
+        from cosyvoice.cli.cosyvoice import CosyVoice3  # type: ignore[import-not-found]
+    except ImportError as exc:  # the checkout, Matcha-TTS (module "matcha") or one of their deps
+        raise EngineUnavailable(
+            f"cosyvoice3: the CosyVoice code cannot be imported ({exc}); put a CosyVoice checkout and "
+            "its third_party/Matcha-TTS on PYTHONPATH and install its requirements "
+            "(ops/docker/gpu.Dockerfile does both)"
+        ) from exc
+    return CosyVoice3
+
+
+class _SpeakerRegistry:
+    """Voices registered with upstream's `add_zero_shot_spk`, at most `capacity`, least recent out.
+
+    A speaker id covers the request's speaker_key (owner + sample hash) and a digest of the very
+    audio and transcript that were registered, so two users reading the same script never share a
+    voice, and a changed sample or transcript is registered afresh.
+    """
+
+    def __init__(self, model: Any, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self._model = model
+        self._capacity = capacity
+        self._ids: OrderedDict[str, str] = OrderedDict()  # speaker id -> speaker_key
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @staticmethod
+    def speaker_id(speaker_key: str, prompt: Pcm, transcript: str) -> str:
+        digest = hashlib.sha256()
+        for part in (speaker_key.encode(), transcript.encode(), str(prompt.sample_rate_hz).encode()):
+            digest.update(len(part).to_bytes(8, "big") + part)
+        digest.update(np.ascontiguousarray(prompt.samples).tobytes())
+        return f"{_SPEAKER_ID_PREFIX}{digest.hexdigest()[:32]}"
+
+    def ensure(self, speaker_key: str, prompt: Pcm, transcript: str, prompt_wav: Callable[[], str]) -> str:
+        """The voice's speaker id, registering it first (from the file `prompt_wav()`) if need be."""
+        speaker_id = self.speaker_id(speaker_key, prompt, transcript)
+        if speaker_id in self._ids:
+            self._ids.move_to_end(speaker_id)
+            return speaker_id
+        try:
+            self._model.add_zero_shot_spk(zero_shot_prompt_text(transcript), prompt_wav(), speaker_id)
+        except Exception:
+            self._drop_upstream(speaker_id)  # no half-registered voice left behind
+            raise
+        self._ids[speaker_id] = speaker_key
+        while len(self._ids) > self._capacity:
+            oldest, _ = self._ids.popitem(last=False)
+            self._drop_upstream(oldest)
+        return speaker_id
+
+    def forget(self, speaker_key: str) -> int:
+        """Drop every registration of `speaker_key` (the voice was deleted); how many there were."""
+        gone = [speaker_id for speaker_id, key in self._ids.items() if key == speaker_key]
+        for speaker_id in gone:
+            del self._ids[speaker_id]
+            self._drop_upstream(speaker_id)
+        return len(gone)
+
+    def _drop_upstream(self, speaker_id: str) -> None:
+        # add_zero_shot_spk stores into frontend.spk2info and upstream never removes from it.
+        speakers = getattr(getattr(self._model, "frontend", None), "spk2info", None)
+        if isinstance(speakers, dict):
+            speakers.pop(speaker_id, None)
+
+
+class CosyVoice3Engine:
+    """Engine "cosyvoice3": Pcm float32 at the model's rate (24 kHz), any of the three modes.
+
+    `model` is an upstream CosyVoice3 object (or anything with its methods, in tests); `load` makes
+    the real one. Zero-shot registers each voice once and reuses it; instruct and cross-lingual pass
+    the prompt every time, because instruct2 with a registered speaker drops the instruction.
+    """
+
+    name = "cosyvoice3"
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        version: str = "cosyvoice3",
+        max_speakers: int = DEFAULT_MAX_SPEAKERS,
+        max_chunk_weight: float = MAX_CHUNK_WEIGHT,
+    ) -> None:
+        self._model = model
+        self.version = version
+        self.sample_rate_hz = int(model.sample_rate)
+        self._speakers = _SpeakerRegistry(model, max_speakers)
+        self._max_chunk_weight = max_chunk_weight
+        # The worker already calls one at a time; this keeps `ops gpu-smoke` and any other caller safe.
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, model_dir: str | None) -> CosyVoice3Engine:
+        """Check the model directory, import upstream, load the model (slow: once per process)."""
+        directory = check_model_dir(model_dir)
+        cosyvoice3 = import_upstream()
+        try:
+            model = cosyvoice3(str(directory), load_trt=False, load_vllm=False, fp16=False)
+        except Exception as exc:  # whatever upstream raises here, the engine cannot start
+            raise EngineUnavailable(f"cosyvoice3: loading {directory} failed: {exc}") from exc
+        engine = cls(model, version=f"cosyvoice3-{directory.name}")
+        if not _cuda_available():
+            log.warning("no CUDA device: CosyVoice3 runs on the CPU, far slower than real time")
+        log.info("CosyVoice3 loaded from %s at %d Hz", directory, engine.sample_rate_hz)
+        return engine
+
+    @property
+    def registered_speakers(self) -> int:
+        return len(self._speakers)
+
+    def forget_speaker(self, speaker_key: str) -> int:
+        """Release the cached features of a deleted voice; how many registrations were dropped."""
+        with self._lock:
+            return self._speakers.forget(speaker_key)
+
+    def synthesize(self, request: SynthesisRequest) -> Pcm:
+        """Blocking; the text in chunks, each through the mode's inference call, joined in order."""
+        # Typed <|…|> would become control tokens (the tokenizer allows every special token).
+        chunks = split_text(strip_special_tokens(request.text), self._max_chunk_weight)
+        if not chunks:
+            raise EngineInputError("nothing to say once markup is removed")
+        prompt = _prompt_16k(request.prompt)
+        transcript = strip_special_tokens(request.prompt_text).strip()
+        mode = request.mode
+        if mode == "zero_shot" and not transcript:
+            mode = "cross_lingual"  # upstream's own cross-lingual is zero-shot without a transcript
+            log.info("zero_shot without a transcript: synthesising cross-lingual")
+        with self._lock, _PromptWav(prompt) as prompt_wav:
+            try:
+                infer = self._inference_call(mode, request, prompt, transcript, prompt_wav)
+                parts = [_join_speech(infer(chunk)) for chunk in chunks]
+            except EngineError:
+                raise
+            except Exception as exc:  # upstream's own errors: may pass on another worker or retry
+                raise EngineError(f"cosyvoice3 {mode} failed: {type(exc).__name__}: {exc}") from exc
+        samples = np.concatenate(parts)
+        if samples.size == 0:
+            raise EngineError("cosyvoice3 produced no audio")
+        np.nan_to_num(samples, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+        np.clip(samples, -1.0, 1.0, out=samples)
+        return Pcm(samples, self.sample_rate_hz)
+
+    def _inference_call(
+        self, mode: str, request: SynthesisRequest, prompt: Pcm, transcript: str, prompt_wav: _PromptWav
+    ) -> Callable[[str], Iterable[dict[str, Any]]]:
+        """The upstream call for one chunk of text in `mode`, its voice and options bound."""
+        # stream=False: `speed` only works off the streaming path, which also mutates shared state.
+        options = {"stream": False, "speed": request.speed}
+        model = self._model
+        if mode == "zero_shot":
+            speaker_id = self._speakers.ensure(request.speaker_key, prompt, transcript, prompt_wav.path)
+            # With a registered speaker upstream reads neither prompt_text nor prompt_wav (its example
+            # passes ""), so the prompt is not written to disk again.
+            return lambda chunk: model.inference_zero_shot(
+                chunk, "", "", zero_shot_spk_id=speaker_id, **options
+            )
+        wav = prompt_wav.path()
+        if mode == "instruct":
+            assert request.instruct is not None  # SynthesisRequest guarantees it for this mode
+            instruction = instruct_text(request.instruct)
+            # Never a registered speaker here: instruct2 would use its prompt and drop the instruction.
+            return lambda chunk: model.inference_instruct2(chunk, instruction, wav, **options)
+        # cross_lingual. v3 needs no language tag, so request.language is not used.
+        return lambda chunk: model.inference_cross_lingual(cross_lingual_tts_text(chunk), wav, **options)
+
+
+def _prompt_16k(prompt: Pcm) -> Pcm:
+    """The prompt at 16 kHz and at most MAX_PROMPT_S (uploads may run a fraction of a second over)."""
+    if prompt.samples.size == 0:
+        raise EngineInputError("the voice sample is empty")
+    samples = prompt.samples if prompt.sample_rate_hz == PROMPT_RATE_HZ else resample(prompt, PROMPT_RATE_HZ)
+    return Pcm(samples[: int(MAX_PROMPT_S * PROMPT_RATE_HZ)], PROMPT_RATE_HZ)
+
+
+class _PromptWav:
+    """The prompt as a WAV file in a private temporary directory: written on first use (a registered
+    voice needs none), removed on exit.
+
+    A path, not a file object: upstream opens prompt_wav three times (tokens, features, speaker
+    embedding), and a file object would be at its end after the first.
+    """
+
+    def __init__(self, prompt: Pcm) -> None:
+        self._prompt = prompt
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    def path(self) -> str:
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="voicerelay-cosyvoice-")
+            (Path(self._dir.name) / "prompt.wav").write_bytes(encode_audio(self._prompt, "wav"))
+        return str(Path(self._dir.name) / "prompt.wav")
+
+    def __enter__(self) -> _PromptWav:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+
+def _cuda_available() -> bool:
+    import torch  # already imported by upstream when this runs
+
+    return bool(torch.cuda.is_available())
+
+
+def _join_speech(outputs: Iterable[dict[str, Any]]) -> np.ndarray:
+    """The `tts_speech` tensors (1, N) of one inference call, as one float32 array."""
+    parts = [_as_float32(output["tts_speech"]) for output in outputs]
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def _as_float32(speech: Any) -> np.ndarray:
+    if hasattr(speech, "detach"):  # a torch tensor, possibly on the GPU
+        speech = speech.detach().cpu().numpy()
+    return np.asarray(speech, dtype=np.float32).reshape(-1)

@@ -1,0 +1,574 @@
+"""The CosyVoice3 adapter without weights or GPU: prompt strings, presets, chunking, the speaker
+cache, model-directory checks and the lazy upstream import.
+
+The upstream model is replaced by `FakeCosyVoice3`, a small class with the same methods that records
+every call and returns audio that says which call made it, so the tests check our adapter's logic
+(what it passes upstream, in what order, and what it does with the result), not the model.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from common.audio import Pcm, decode_audio, encode_audio
+from common.presets import PRESETS
+from ops import cli, gpu_smoke
+from ops.gpu_smoke import run_cases, smoke_cases
+from synth_worker.engines import cosyvoice3
+from synth_worker.engines.base import (
+    EngineError,
+    EngineInputError,
+    EngineUnavailable,
+    SynthesisRequest,
+    load_engine,
+    probe_engine,
+)
+from synth_worker.engines.cosyvoice3 import MODEL_FILES, CosyVoice3Engine, missing_model_files
+from synth_worker.engines.cosyvoice_prompts import (
+    chunk_weight,
+    cross_lingual_tts_text,
+    instruct_text,
+    split_text,
+    strip_special_tokens,
+    zero_shot_prompt_text,
+)
+
+PREFIX = "You are a helpful assistant.<|endofprompt|>"
+TRANSCRIPT = "希望你以后能够做的比我还好呦。"
+TEXT = "今天天气真好，能陪我出去逛逛吗？"
+
+
+# --- a stand-in for upstream's CosyVoice3 -------------------------------------------------------------
+
+
+class FakeTensor:
+    """What upstream yields: a (1, N) float tensor, possibly on the GPU."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self._values = values.reshape(1, -1)
+
+    def detach(self) -> FakeTensor:
+        return self
+
+    def cpu(self) -> FakeTensor:
+        return self
+
+    def numpy(self) -> np.ndarray:
+        return self._values
+
+
+@dataclass
+class Call:
+    method: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    prompt_wav_rate_hz: int | None = None  # read while the call runs: the file must exist then
+
+
+@dataclass
+class FakeCosyVoice3:
+    """Records calls; call number k yields two chunks of samples equal to k / 1000."""
+
+    sample_rate: int = 24_000
+    calls: list[Call] = field(default_factory=list)
+    frontend: types.SimpleNamespace = field(default_factory=lambda: types.SimpleNamespace(spk2info={}))
+    fail_with: Exception | None = None
+
+    def add_zero_shot_spk(self, prompt_text: str, prompt_wav: str, zero_shot_spk_id: str) -> bool:
+        self._record("add_zero_shot_spk", (prompt_text, prompt_wav, zero_shot_spk_id), {}, prompt_wav)
+        self.frontend.spk2info[zero_shot_spk_id] = {"prompt_text": prompt_text}
+        return True
+
+    def inference_zero_shot(
+        self, tts_text: str, prompt_text: str, prompt_wav: str, **kwargs: Any
+    ) -> Iterator:
+        return self._speak("inference_zero_shot", (tts_text, prompt_text, prompt_wav), kwargs, prompt_wav)
+
+    def inference_cross_lingual(self, tts_text: str, prompt_wav: str, **kwargs: Any) -> Iterator:
+        return self._speak("inference_cross_lingual", (tts_text, prompt_wav), kwargs, prompt_wav)
+
+    def inference_instruct2(
+        self, tts_text: str, instruct_text: str, prompt_wav: str, **kwargs: Any
+    ) -> Iterator:
+        return self._speak("inference_instruct2", (tts_text, instruct_text, prompt_wav), kwargs, prompt_wav)
+
+    def inference_calls(self) -> list[Call]:
+        return [c for c in self.calls if c.method.startswith("inference_")]
+
+    def registrations(self) -> list[Call]:
+        return [c for c in self.calls if c.method == "add_zero_shot_spk"]
+
+    def _record(self, method: str, args: tuple, kwargs: dict, prompt_wav: str) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        rate = decode_audio(Path(prompt_wav).read_bytes()).sample_rate_hz if prompt_wav else None
+        self.calls.append(Call(method, args, kwargs, rate))
+
+    def _speak(self, method: str, args: tuple, kwargs: dict, prompt_wav: str) -> Iterator[dict[str, Any]]:
+        self._record(method, args, kwargs, prompt_wav)  # before the first yield, as upstream's frontend
+        value = len(self.calls) / 1000
+        return iter([{"tts_speech": FakeTensor(np.full(100, value, np.float32))} for _ in range(2)])
+
+
+def voice(seed: int, *, seconds: float = 3.0, rate_hz: int = 16_000) -> Pcm:
+    samples = np.random.default_rng(seed).uniform(-0.5, 0.5, int(seconds * rate_hz)).astype(np.float32)
+    return Pcm(samples, rate_hz)
+
+
+def request(text: str = TEXT, **overrides: Any) -> SynthesisRequest:
+    fields: dict[str, Any] = {
+        "mode": "zero_shot",
+        "prompt": voice(1),
+        "prompt_text": TRANSCRIPT,
+        "speaker_key": "o_alice.sha1",
+    }
+    fields.update(overrides)
+    return SynthesisRequest(text=text, **fields)
+
+
+@pytest.fixture
+def model() -> FakeCosyVoice3:
+    return FakeCosyVoice3()
+
+
+@pytest.fixture
+def engine(model: FakeCosyVoice3) -> CosyVoice3Engine:
+    return CosyVoice3Engine(model)
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    """A directory with every file the loader looks for (empty: nothing reads them here)."""
+    for name in MODEL_FILES:
+        path = tmp_path / name.rstrip("/")
+        path.mkdir() if name.endswith("/") else path.write_bytes(b"")
+    return tmp_path
+
+
+# --- prompt strings -----------------------------------------------------------------------------------
+
+
+def test_prompt_strings_match_the_documented_v3_formats() -> None:
+    assert zero_shot_prompt_text(TRANSCRIPT) == f"You are a helpful assistant.<|endofprompt|>{TRANSCRIPT}"
+    assert cross_lingual_tts_text("[breath]因为他们那一辈人[breath]在乡里面住的要习惯一点。") == (
+        "You are a helpful assistant.<|endofprompt|>[breath]因为他们那一辈人[breath]在乡里面住的要习惯一点。"
+    )
+    assert instruct_text("sichuan") == "You are a helpful assistant. 请用四川话表达。<|endofprompt|>"
+    assert instruct_text("guangdong") == "You are a helpful assistant. 请用广东话表达。<|endofprompt|>"
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.id)
+def test_every_preset_becomes_a_v3_instruction(preset: Any) -> None:
+    assert instruct_text(preset.id) == f"You are a helpful assistant. {preset.instruction}<|endofprompt|>"
+
+
+# Upstream's `instruct_list` (cosyvoice/utils/common.py): the instructions CosyVoice3 was trained on.
+_DIALECT_REGIONS = {
+    "guangdong": "广东", "dongbei": "东北", "gansu": "甘肃", "guizhou": "贵州", "henan": "河南",
+    "hubei": "湖北", "hunan": "湖南", "jiangxi": "江西", "minnan": "闽南", "ningxia": "宁夏",
+    "shanxi": "山西", "shaanxi": "陕西", "shandong": "山东", "shanghai": "上海", "sichuan": "四川",
+    "tianjin": "天津", "yunnan": "云南",
+}  # fmt: skip
+UPSTREAM_INSTRUCTIONS = {
+    **{preset_id: f"请用{region}话表达。" for preset_id, region in _DIALECT_REGIONS.items()},
+    "louder": "Please say a sentence as loudly as possible.",
+    "softer": "Please say a sentence in a very soft voice.",
+    "slower": "请用尽可能慢地语速说一句话。",
+    "faster": "请用尽可能快地语速说一句话。",
+    "happy": "请非常开心地说一句话。",
+    "sad": "请非常伤心地说一句话。",
+    "angry": "请非常生气地说一句话。",
+}
+
+
+@pytest.mark.parametrize("preset_id", sorted(UPSTREAM_INSTRUCTIONS))
+def test_presets_use_the_instructions_cosyvoice3_was_trained_on(preset_id: str) -> None:
+    expected = f"You are a helpful assistant. {UPSTREAM_INSTRUCTIONS[preset_id]}<|endofprompt|>"
+    assert instruct_text(preset_id) == expected
+
+
+def test_unknown_preset_is_poison() -> None:
+    with pytest.raises(EngineInputError):
+        instruct_text("请用四川话表达。")
+
+
+def test_typed_control_tokens_are_removed_even_when_removal_joins_a_new_one() -> None:
+    assert strip_special_tokens("你好<|endofprompt|>世界") == "你好世界"
+    assert strip_special_tokens("a<|<|x|>endofprompt|>b") == "ab"
+    assert strip_special_tokens("1 < 2 | 3 > 0") == "1 < 2 | 3 > 0"
+
+
+# --- splitting ----------------------------------------------------------------------------------------
+
+
+def _without_spaces(text: str) -> str:
+    return "".join(text.split())
+
+
+def test_short_text_is_one_chunk() -> None:
+    assert split_text(f"  {TEXT}  ") == [TEXT]
+    assert split_text(" \n ") == []
+
+
+def test_long_text_is_cut_at_chinese_and_latin_sentence_ends() -> None:
+    text = "今天天气很好。我们去公园吧！你来吗？Hello there. It costs 3.14 dollars! Fine?"
+    assert split_text(text, max_weight=8) == [
+        "今天天气很好。",
+        "我们去公园吧！",
+        "你来吗？Hello there.",
+        "It costs 3.14 dollars! Fine?",
+    ]
+
+
+def test_a_sentence_too_long_is_cut_at_clauses_then_by_weight() -> None:
+    text = "第一部分很长很长，第二部分也很长很长，第三部分" + "长" * 30 + "。"
+    chunks = split_text(text, max_weight=12)
+    assert chunks[:2] == ["第一部分很长很长，", "第二部分也很长很长，"]
+    assert all(chunk_weight(c) <= 12 for c in chunks)
+    assert "".join(chunks) == text
+
+
+def test_latin_text_is_cut_between_words() -> None:
+    text = " ".join(["word"] * 200)
+    chunks = split_text(text, max_weight=20)
+    assert len(chunks) > 1
+    assert all(set(chunk.split()) == {"word"} for chunk in chunks)
+    assert _without_spaces("".join(chunks)) == _without_spaces(text)
+
+
+@pytest.mark.parametrize(
+    "markup", ["她[h][ào]", "<strong>非常。重要！真的</strong>", "[breath]", "[laughter]"]
+)
+def test_cuts_never_fall_inside_markup(markup: str) -> None:
+    text = ("前面的话。" + markup + "后面。") * 6
+    for max_weight in (1, 2, 3, 5, 8, 13):
+        chunks = split_text(text, max_weight=max_weight)
+        assert "".join(chunks) == text
+        assert sum(chunk.count(markup) for chunk in chunks) == 6
+
+
+def test_chunks_keep_to_the_weight() -> None:
+    text = "收到好友从远方寄来的生日礼物，那份意外的惊喜与深深的祝福让我心中充满了甜蜜的快乐。" * 8
+    chunks = split_text(text)
+    assert len(chunks) > 1
+    assert all(chunk_weight(c) <= 80 for c in chunks)
+    assert "".join(chunks) == text
+
+
+# --- the engine -------------------------------------------------------------------------------------------
+
+
+def test_zero_shot_registers_the_voice_with_the_prefix_and_synthesises_by_its_id(
+    engine: CosyVoice3Engine, model: FakeCosyVoice3
+) -> None:
+    engine.synthesize(request())
+
+    [registration] = model.registrations()
+    prompt_text, prompt_wav, speaker_id = registration.args
+    assert prompt_text == PREFIX + TRANSCRIPT
+    assert registration.prompt_wav_rate_hz == 16_000
+    assert not Path(prompt_wav).exists()  # the temporary prompt file is gone afterwards
+    [call] = model.inference_calls()
+    assert call.method == "inference_zero_shot"
+    assert call.args == (TEXT, "", "")
+    assert call.kwargs == {"zero_shot_spk_id": speaker_id, "stream": False, "speed": 1.0}
+
+
+def test_a_voice_is_registered_once_and_reused(engine: CosyVoice3Engine, model: FakeCosyVoice3) -> None:
+    for _ in range(3):
+        engine.synthesize(request())
+    assert len(model.registrations()) == 1
+    ids = {call.kwargs["zero_shot_spk_id"] for call in model.inference_calls()}
+    assert len(ids) == 1 and len(model.inference_calls()) == 3
+    assert list(model.frontend.spk2info) == list(ids)
+    assert all(call.prompt_wav_rate_hz is None for call in model.inference_calls())  # no prompt written
+
+
+def test_same_transcript_different_audio_or_owner_never_shares_a_voice(
+    engine: CosyVoice3Engine, model: FakeCosyVoice3
+) -> None:
+    engine.synthesize(request(prompt=voice(1), speaker_key="o_alice.aaa"))
+    engine.synthesize(request(prompt=voice(2), speaker_key="o_bob.bbb"))
+    engine.synthesize(request(prompt=voice(1), speaker_key="o_carol.aaa"))  # same audio, other owner
+    ids = [call.kwargs["zero_shot_spk_id"] for call in model.inference_calls()]
+    assert len(set(ids)) == 3
+    assert len(model.registrations()) == 3
+    assert {c.args[0] for c in model.registrations()} == {PREFIX + TRANSCRIPT}
+
+
+def test_cross_lingual_puts_the_prefix_on_the_text(engine: CosyVoice3Engine, model: FakeCosyVoice3) -> None:
+    engine.synthesize(request("Hello, this is my voice.", mode="cross_lingual", language="en"))
+    [call] = model.inference_calls()
+    assert call.method == "inference_cross_lingual"
+    assert call.args[0] == PREFIX + "Hello, this is my voice."
+    assert call.kwargs == {"stream": False, "speed": 1.0}
+    assert call.prompt_wav_rate_hz == 16_000
+    assert model.registrations() == []
+
+
+def test_instruct_passes_the_instruction_and_never_a_registered_voice(
+    engine: CosyVoice3Engine, model: FakeCosyVoice3
+) -> None:
+    engine.synthesize(request())  # registers the voice first
+    engine.synthesize(request(mode="instruct", instruct="sichuan", speed=1.25))
+    call = model.inference_calls()[-1]
+    assert call.method == "inference_instruct2"
+    assert call.args[:2] == (TEXT, "You are a helpful assistant. 请用四川话表达。<|endofprompt|>")
+    assert call.kwargs == {"stream": False, "speed": 1.25}
+    assert "zero_shot_spk_id" not in call.kwargs
+    assert call.prompt_wav_rate_hz == 16_000  # the prompt itself, every time
+
+
+def test_zero_shot_without_a_transcript_is_cross_lingual(
+    engine: CosyVoice3Engine, model: FakeCosyVoice3
+) -> None:
+    engine.synthesize(request(prompt_text="  "))
+    assert [c.method for c in model.calls] == ["inference_cross_lingual"]
+
+
+def test_typed_control_tokens_never_reach_the_model(engine: CosyVoice3Engine, model: FakeCosyVoice3) -> None:
+    engine.synthesize(request("你好<|endofprompt|>世界", prompt_text="我说<|endofprompt|>了"))
+    assert model.registrations()[0].args[0] == PREFIX + "我说了"
+    assert model.inference_calls()[0].args[0] == "你好世界"
+
+
+def test_long_text_is_split_and_the_audio_joined_in_order(model: FakeCosyVoice3) -> None:
+    engine = CosyVoice3Engine(model, max_chunk_weight=10)
+    text = "第一句话在这里。第二句话在这里。第三句话在这里。"
+    for mode in ("zero_shot", "cross_lingual"):
+        model.calls.clear()
+        pcm = engine.synthesize(request(text, mode=mode))
+        calls = model.inference_calls()
+        spoken = [c.args[0].removeprefix(PREFIX) for c in calls]
+        assert spoken == ["第一句话在这里。", "第二句话在这里。", "第三句话在这里。"]
+        # Each call yields 2 x 100 samples of (its position in model.calls) / 1000.
+        positions = [model.calls.index(c) + 1 for c in calls]
+        expected = np.concatenate([np.full(200, k / 1000, np.float32) for k in positions])
+        np.testing.assert_array_equal(pcm.samples, expected)
+
+
+def test_output_is_24_khz_float32_mono_in_range(model: FakeCosyVoice3) -> None:
+    model.inference_zero_shot = lambda *a, **k: iter(  # type: ignore[method-assign]
+        [{"tts_speech": FakeTensor(np.array([0.5, 2.0, -3.0, np.nan], np.float64))}]
+    )
+    pcm = CosyVoice3Engine(model).synthesize(request())
+    assert pcm.sample_rate_hz == 24_000
+    assert pcm.samples.dtype == np.float32 and pcm.samples.ndim == 1
+    np.testing.assert_array_equal(pcm.samples, np.array([0.5, 1.0, -1.0, 0.0], np.float32))
+
+
+def test_the_prompt_file_exists_only_while_upstream_reads_it(
+    engine: CosyVoice3Engine, model: FakeCosyVoice3
+) -> None:
+    engine.synthesize(request(mode="cross_lingual"))
+    [call] = model.inference_calls()
+    assert call.prompt_wav_rate_hz == 16_000
+    assert not Path(call.args[1]).exists()
+
+
+def test_upstream_reads_the_prompt_at_16_khz_and_at_most_30_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Pcm] = []
+    model = FakeCosyVoice3()
+
+    def cross_lingual(tts_text: str, prompt_wav: str, **kwargs: Any) -> Iterator:
+        seen.append(decode_audio(Path(prompt_wav).read_bytes()))
+        return iter([{"tts_speech": FakeTensor(np.zeros(10, np.float32))}])
+
+    monkeypatch.setattr(model, "inference_cross_lingual", cross_lingual)
+    prompt = voice(4, seconds=31.0, rate_hz=48_000)
+    CosyVoice3Engine(model).synthesize(request(mode="cross_lingual", prompt=prompt))
+    assert seen[0].sample_rate_hz == 16_000
+    assert seen[0].duration_s == pytest.approx(30.0, abs=0.01)
+
+
+def test_empty_prompt_is_poison(engine: CosyVoice3Engine) -> None:
+    with pytest.raises(EngineInputError):
+        engine.synthesize(request(prompt=Pcm(np.zeros(0, np.float32), 16_000)))
+
+
+def test_upstream_failures_are_engine_errors_and_leave_no_half_registered_voice(
+    engine: CosyVoice3Engine, model: FakeCosyVoice3
+) -> None:
+    model.fail_with = RuntimeError("CUDA out of memory")
+    with pytest.raises(EngineError, match="CUDA out of memory") as raised:
+        engine.synthesize(request())
+    assert not isinstance(raised.value, EngineInputError)  # retried, not failed for good
+    assert engine.registered_speakers == 0 and model.frontend.spk2info == {}
+    model.fail_with = None
+    engine.synthesize(request())
+    assert len(model.registrations()) == 1
+
+
+def test_the_speaker_cache_is_bounded_and_evicts_upstream_too(model: FakeCosyVoice3) -> None:
+    engine = CosyVoice3Engine(model, max_speakers=2)
+    for seed in (1, 2, 3):
+        engine.synthesize(request(prompt=voice(seed), speaker_key=f"o_user.{seed}"))
+    assert engine.registered_speakers == 2
+    assert len(model.frontend.spk2info) == 2
+    engine.synthesize(request(prompt=voice(1), speaker_key="o_user.1"))  # the oldest was evicted
+    assert len(model.registrations()) == 4
+
+
+def test_a_deleted_voice_is_forgotten(engine: CosyVoice3Engine, model: FakeCosyVoice3) -> None:
+    engine.synthesize(request(speaker_key="o_alice.aaa"))
+    engine.synthesize(request(speaker_key="o_alice.aaa", prompt_text="另一段文字。"))
+    engine.synthesize(request(speaker_key="o_bob.bbb", prompt=voice(2)))
+    assert engine.forget_speaker("o_alice.aaa") == 2
+    assert engine.registered_speakers == 1 and len(model.frontend.spk2info) == 1
+    assert engine.forget_speaker("o_alice.aaa") == 0
+
+
+# --- loading ------------------------------------------------------------------------------------------
+
+
+def test_no_model_dir_is_unavailable() -> None:
+    with pytest.raises(EngineUnavailable, match="COSYVOICE_MODEL_DIR"):
+        CosyVoice3Engine.load(None)
+    with pytest.raises(EngineUnavailable, match="cosyvoice3"):
+        load_engine("cosyvoice3")
+
+
+def test_a_missing_model_dir_is_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(EngineUnavailable, match="not a directory"):
+        CosyVoice3Engine.load(str(tmp_path / "absent"))
+
+
+def test_an_incomplete_model_dir_names_what_is_missing(model_dir: Path) -> None:
+    (model_dir / "flow.pt").unlink()
+    (model_dir / "CosyVoice-BlankEN").rmdir()
+    (model_dir / "CosyVoice-BlankEN").write_bytes(b"")  # a file where a directory belongs
+    assert missing_model_files(model_dir) == ["flow.pt", "CosyVoice-BlankEN/"]
+    with pytest.raises(EngineUnavailable) as raised:
+        load_engine("cosyvoice3", model_dir=str(model_dir))
+    assert "flow.pt, CosyVoice-BlankEN/" in str(raised.value)
+    assert "llm.pt" not in str(raised.value)
+
+
+def test_missing_upstream_code_is_unavailable_and_says_how_to_fix_it(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "cosyvoice", None)  # makes the import fail, whatever is installed
+    with pytest.raises(EngineUnavailable) as raised:
+        CosyVoice3Engine.load(str(model_dir))
+    assert "PYTHONPATH" in str(raised.value) and "Matcha-TTS" in str(raised.value)
+
+
+@pytest.fixture
+def fake_upstream(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple, dict]]:
+    """`cosyvoice.cli.cosyvoice.CosyVoice3` as a module of ours; returns its constructor calls."""
+    constructed: list[tuple[tuple, dict]] = []
+
+    def construct(*args: Any, **kwargs: Any) -> FakeCosyVoice3:
+        constructed.append((args, kwargs))
+        if "broken" in args[0]:
+            raise AssertionError("do not use broken for CosyVoice3 initialization!")
+        return FakeCosyVoice3()
+
+    for name in ("cosyvoice", "cosyvoice.cli"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    upstream = types.ModuleType("cosyvoice.cli.cosyvoice")
+    upstream.CosyVoice3 = construct  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cosyvoice.cli.cosyvoice", upstream)
+    monkeypatch.setattr(cosyvoice3, "_cuda_available", lambda: True)
+    return constructed
+
+
+def test_load_builds_the_model_once_without_trt_vllm_or_fp16(
+    model_dir: Path, fake_upstream: list[tuple[tuple, dict]]
+) -> None:
+    engine = load_engine("cosyvoice3", model_dir=str(model_dir))
+    assert isinstance(engine, CosyVoice3Engine)
+    assert fake_upstream == [((str(model_dir),), {"load_trt": False, "load_vllm": False, "fp16": False})]
+    assert engine.name == "cosyvoice3" and engine.version == f"cosyvoice3-{model_dir.name}"
+    assert engine.sample_rate_hz == 24_000
+
+
+def test_a_model_that_fails_to_load_is_unavailable(
+    tmp_path: Path, fake_upstream: list[tuple[tuple, dict]]
+) -> None:
+    broken = tmp_path / "broken"
+    for name in MODEL_FILES:
+        path = broken / name.rstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir() if name.endswith("/") else path.write_bytes(b"")
+    with pytest.raises(EngineUnavailable, match=r"loading .* failed"):
+        CosyVoice3Engine.load(str(broken))
+
+
+def test_importing_the_engine_imports_neither_torch_nor_upstream() -> None:
+    code = (
+        "import sys, synth_worker.engines.cosyvoice3, ops.gpu_smoke\n"
+        "loaded = {'torch', 'cosyvoice', 'matcha'} & set(sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent, timeout=60)
+
+
+# --- ops gpu-smoke ----------------------------------------------------------------------------------------
+
+
+def test_gpu_smoke_is_an_ops_verb() -> None:
+    assert "gpu-smoke" in {verb.name for verb in cli.VERBS}
+    args = cli.build_parser().parse_args(["gpu-smoke", "--preset", "sichuan", "--out", "/tmp/x"])
+    assert args.preset == ["sichuan"] and args.out == Path("/tmp/x")
+
+
+def test_gpu_smoke_runs_every_mode_and_writes_wavs(tmp_path: Path) -> None:
+    model = FakeCosyVoice3()
+    cases = smoke_cases(voice(5), TRANSCRIPT, TEXT, "Hello there.", ["sichuan", "happy"])
+    outcomes = run_cases(CosyVoice3Engine(model), cases, tmp_path)
+
+    assert [o.name for o in outcomes] == [
+        "zero_shot",
+        "zero_shot_registered",
+        "cross_lingual",
+        "instruct_sichuan",
+        "instruct_happy",
+    ]
+    assert all(o.error is None and o.real_time_factor >= 0 for o in outcomes)
+    assert len(model.registrations()) == 1  # the second zero-shot reused the voice
+    for outcome in outcomes:
+        assert outcome.path is not None
+        assert decode_audio(outcome.path.read_bytes()).sample_rate_hz == 24_000
+
+
+def test_gpu_smoke_reports_a_failed_case_and_goes_on(tmp_path: Path) -> None:
+    model = FakeCosyVoice3(fail_with=RuntimeError("boom"))
+    outcomes = run_cases(
+        CosyVoice3Engine(model), smoke_cases(voice(5), TRANSCRIPT, TEXT, "Hi.", []), tmp_path
+    )
+    assert [o.error is not None for o in outcomes] == [True, True, True]
+    assert all("boom" in (o.error or "") for o in outcomes)
+
+
+def test_gpu_smoke_command_with_a_stand_in_model(
+    model_dir: Path, fake_upstream: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    monkeypatch.setattr(gpu_smoke, "_gpu_name", lambda: "a stand-in GPU")
+    recording = tmp_path / "me.wav"
+    recording.write_bytes(encode_audio(voice(6), "wav"))
+    out = tmp_path / "smoke"
+    argv = ["gpu-smoke", "--model-dir", str(model_dir), "--prompt", str(recording), "--out", str(out)]
+
+    assert cli.main(argv) == 1  # no transcript
+    assert cli.main([*argv, "--prompt-text", TRANSCRIPT, "--preset", "sichuan"]) == 0
+
+    printed = capsys.readouterr().out
+    assert "on a stand-in GPU" in printed and "RTF" in printed
+    names = ["prompt", "zero_shot", "zero_shot_registered", "cross_lingual", "instruct_sichuan"]
+    assert sorted(p.stem for p in out.glob("*.wav")) == sorted(names)
+
+
+def test_doctor_probe_checks_the_model_dir_without_loading(tmp_path: Path) -> None:
+    """`ops doctor` must not load 0.5 B parameters onto a GPU to say whether the engine could start."""
+    with pytest.raises(EngineUnavailable, match=r"llm\.pt"):
+        probe_engine("cosyvoice3", model_dir=str(tmp_path))
