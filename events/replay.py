@@ -88,6 +88,8 @@ def describe(event: Envelope) -> str:
         "engine",
         "duration_s",
         "real_time_factor",
+        "speaker_similarity",
+        "speaker_profile",
         "audio_key",
         "suggest",
         "label",

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -21,6 +23,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import nats.errors
+import numpy as np
 from nats.aio.msg import Msg
 
 from common.audio import CONTENT_TYPES, AudioError, Pcm, decode_audio, encode_audio
@@ -35,8 +38,16 @@ from events.state import SharedState
 from events.task_events import completed_event, failed_event, started_event, task_event
 from storage.keys import output_key
 from storage.objects import ObjectNotFound, ObjectStore
-from synth_worker.engines.base import Engine, EngineInputError, SynthesisRequest
+from synth_worker.engines.base import (
+    Engine,
+    EngineInputError,
+    ProfileRejected,
+    SynthesisRequest,
+    adapts_to_speaker,
+)
 from synth_worker.metrics import WorkerMetrics
+from synth_worker.speaker.embedding import SpeakerEncoder, cosine
+from synth_worker.speaker.profiles import Profile, ProfileCache, ProfileKey, ProfileSource
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +61,9 @@ AIGC_PROVIDER = "VoiceRelay"
 SYNTHESIS_FAILED = ErrorInfo("synthesis_failed", "语音合成失败，请换一段文字再试")
 VOICE_GONE = ErrorInfo("voice_deleted", "声音已被删除，无法合成")
 GAVE_UP = ErrorInfo("synthesis_failed", "语音合成暂时失败，请稍后重试")
+# The sample's speaker embedding is cached like an engine's profile; bump the version when the way
+# it is computed changes (encoder, resampling, padding), so old embeddings are not compared with new.
+EMBEDDING_ANALYSIS, EMBEDDING_VERSION = "resemblyzer", "1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +71,27 @@ class Rendered:
     audio: bytes
     duration_s: float
     synthesis_s: float
+    speech: Pcm  # before encoding: what the speaker similarity is measured on
+    speaker_profile: ProfileSource | None = None  # where the engine's speaker profile came from
+    speaker_similarity: float | None = None  # output vs sample, cosine of speaker embeddings
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceSample:
+    """The voice a job speaks with: its decoded sample and what identifies that sample."""
+
+    owner: str
+    voice_id: str
+    audio_sha256: str  # of the stored sample's bytes, the very bytes that were decoded
+    prompt: Pcm
+
+    def profile_key(self, analysis: str, version: str) -> ProfileKey:
+        return ProfileKey(self.owner, self.voice_id, self.audio_sha256, analysis, version)
+
+
+def read_sample(sample: bytes) -> tuple[Pcm, str]:
+    """The decoded sample and its sha256 (blocking: runs in the engine's executor)."""
+    return decode_audio(sample), hashlib.sha256(sample).hexdigest()
 
 
 def render(engine: Engine, request: SynthesisRequest, audio_format: str, task_id: str) -> Rendered:
@@ -71,7 +106,7 @@ def render(engine: Engine, request: SynthesisRequest, audio_format: str, task_id
         "AIGC_provider": AIGC_PROVIDER,
         "AIGC_content_id": task_id,
     }
-    return Rendered(encode_audio(pcm, audio_format, metadata=label), pcm.duration_s, synthesis_s)
+    return Rendered(encode_audio(pcm, audio_format, metadata=label), pcm.duration_s, synthesis_s, pcm)
 
 
 def retry_delay_s(num_delivered: int) -> float:
@@ -115,9 +150,16 @@ class JobRunner:
         executor: Executor,
         metrics: WorkerMetrics,
         heartbeat_s: float | None = None,
+        speaker_encoder: SpeakerEncoder | None = None,
+        profiles: ProfileCache | None = None,
     ) -> None:
+        """`speaker_encoder` None: no speaker similarity in completed events. `profiles` None: a cache
+        of this runner's own (per-voice analyses of adaptive engines and of the encoder)."""
         self._bus, self._state, self._store = bus, state, store
         self._engine, self._executor, self._metrics = engine, executor, metrics
+        self._adaptive = adapts_to_speaker(engine)
+        self._encoder = speaker_encoder
+        self._profiles = profiles if profiles is not None else ProfileCache(store, executor)
         spec = consumer_spec(names.WORKER_CONSUMER)
         # Three beats per ack_wait: one lost beat never costs the job.
         self._heartbeat_s = spec.ack_wait_s / 3 if heartbeat_s is None else heartbeat_s
@@ -183,7 +225,12 @@ class JobRunner:
             await self._publish_completed(done, rendered)
         self._metrics.observe(self._engine.name, rendered.synthesis_s, rendered.duration_s, "succeeded")
         log.info(
-            "task %s succeeded: %.2f s audio in %.2f s", task_id, rendered.duration_s, rendered.synthesis_s
+            "task %s succeeded: %.2f s audio in %.2f s, speaker similarity %s, profile %s",
+            task_id,
+            rendered.duration_s,
+            rendered.synthesis_s,
+            rendered.speaker_similarity,
+            rendered.speaker_profile,
         )
         await msg.ack()
 
@@ -220,19 +267,77 @@ class JobRunner:
         data = event.data
         sample = await self._store.get(str(data["sample_key"]))
         loop = asyncio.get_running_loop()
-        prompt = await loop.run_in_executor(self._executor, decode_audio, sample)
+        prompt, audio_sha256 = await loop.run_in_executor(self._executor, read_sample, sample)
+        voice = VoiceSample(task.owner, task.voice_id, audio_sha256, prompt)
         request = SynthesisRequest(
             text=task.text,
             mode=task.mode,
             prompt=prompt,
             prompt_text=str(data.get("prompt_text", "")),
-            speaker_key=f"{task.owner}.{data.get('audio_sha256', '')}",
+            speaker_key=f"{task.owner}.{audio_sha256}",
             instruct=task.instruct,
             speed=task.speed,
         )
-        return await loop.run_in_executor(
-            self._executor, render, self._engine, request, task.format, task.task_id
+        profile = await self._speaker_profile(voice)
+        try:
+            rendered = await self._render(task, request, profile)
+        except ProfileRejected as exc:
+            if profile is None or profile.source == "computed":
+                raise  # the engine refuses its own fresh analysis: a poison job
+            # A damaged or outdated cache entry must not poison the voice: analyse it once more.
+            log.warning(
+                "cached speaker profile of voice %s refused (%s); analysing again", task.voice_id, exc
+            )
+            await self._profiles.discard(self._profile_key(voice))
+            profile = await self._speaker_profile(voice)
+            rendered = await self._render(task, request, profile)
+        return dataclasses.replace(
+            rendered,
+            speaker_profile=None if profile is None else profile.source,
+            speaker_similarity=await self._speaker_similarity(voice, rendered.speech),
         )
+
+    async def _render(self, task: TaskRecord, request: SynthesisRequest, profile: Profile | None) -> Rendered:
+        with_profile = dataclasses.replace(request, speaker_profile=None if profile is None else profile.data)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, render, self._engine, with_profile, task.format, task.task_id
+        )
+
+    def _profile_key(self, voice: VoiceSample) -> ProfileKey:
+        assert self._adaptive is not None
+        return voice.profile_key(self._engine.name, self._adaptive.profile_version)
+
+    async def _speaker_profile(self, voice: VoiceSample) -> Profile | None:
+        """The adaptive engine's analysis of the voice, once per voice (None: the engine does not adapt)."""
+        if self._adaptive is None:
+            return None
+        key = self._profile_key(voice)
+        profile = await self._profiles.get_or_analyse(key, voice.prompt, self._adaptive.analyse_speaker)
+        self._metrics.observe_profile(self._engine.name, profile)
+        return profile
+
+    async def _speaker_similarity(self, voice: VoiceSample, speech: Pcm) -> float | None:
+        """Cosine of the output's and the sample's speaker embeddings, rounded to 3 places.
+
+        None without an encoder. The signal is for tracking quality only, so its failure is logged and
+        never fails the task (the audio is good; retrying would redo the synthesis for nothing).
+        """
+        encoder = self._encoder
+        if encoder is None:
+            return None
+        try:
+            key = voice.profile_key(EMBEDDING_ANALYSIS, EMBEDDING_VERSION)
+            reference = await self._profiles.get_or_analyse(
+                key, voice.prompt, lambda pcm: encoder.embed(pcm).tobytes()
+            )
+            self._metrics.observe_profile(EMBEDDING_ANALYSIS, reference)
+            output = await asyncio.get_running_loop().run_in_executor(self._executor, encoder.embed, speech)
+            similarity = round(cosine(np.frombuffer(reference.data, dtype=np.float32), output), 3)
+        except Exception:
+            log.exception("speaker similarity not measured")
+            return None
+        self._metrics.speaker_similarity.labels(self._engine.name).observe(similarity)
+        return similarity
 
     async def _publish_completed(self, task: TaskRecord, rendered: Rendered | None = None) -> None:
         data: dict[str, object] = {
@@ -247,6 +352,10 @@ class JobRunner:
                 "synthesis_s": round(rendered.synthesis_s, 4),
                 "real_time_factor": round(rendered.synthesis_s / max(rendered.duration_s, 1e-6), 4),
             }
+            if rendered.speaker_similarity is not None:
+                data["speaker_similarity"] = rendered.speaker_similarity
+            if rendered.speaker_profile is not None:
+                data["speaker_profile"] = rendered.speaker_profile
         await self._bus.publish(completed_event(task, data))
 
     async def _fail(self, task: TaskRecord, error: ErrorInfo, msg: Msg) -> None:

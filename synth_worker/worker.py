@@ -20,6 +20,7 @@ from storage.objects import ObjectStore
 from synth_worker.engines.base import DelayedEngine, Engine, load_engine
 from synth_worker.jobs import JobRunner
 from synth_worker.metrics import WorkerMetrics
+from synth_worker.speaker.embedding import SpeakerEncoder, shared_encoder
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,23 @@ async def health_server(settings: Settings, metrics: WorkerMetrics, bus: EventBu
         await runner.cleanup()
 
 
+def load_speaker_encoder() -> SpeakerEncoder | None:
+    """The process's speaker encoder for the similarity signal, or None (logged) when Resemblyzer or
+    torch is not installed: the worker then runs without the signal. Blocking (seconds)."""
+    try:
+        import torch
+
+        # One intra-op thread: a worker runs one job at a time and shares the cores with other workers
+        # and services. With torch's default (a thread per core) an embedding took 0.3-1.7 s instead of
+        # 0.1 s on a busy 2-core machine (OpenMP threads spinning against each other), and espeak's
+        # speaker analysis, ten embeddings, 20 s instead of 3.5 s.
+        torch.set_num_threads(1)
+        return shared_encoder()
+    except ImportError as exc:
+        log.warning("speaker similarity is off: the speaker encoder cannot be imported (%s)", exc)
+        return None
+
+
 class ConsumerStopped(RuntimeError):
     """A consumer loop ended while the worker was meant to run (a bug, or NATS gone for good)."""
 
@@ -81,6 +99,8 @@ async def run_worker(
         engine = DelayedEngine(engine, settings.engine_delay_s)
         log.warning("every synthesis is delayed by %.1f s (ENGINE_DELAY_S)", settings.engine_delay_s)
     log.info("engine %s %s loaded", engine.name, engine.version)
+    # Loaded with the engine, not in the first task: it takes seconds (torch, a numba warm-up).
+    speaker_encoder = await loop.run_in_executor(executor, load_speaker_encoder)
     bus = await EventBus.connect(settings.nats_urls, name="voicerelay-worker")
     store = ObjectStore.from_settings(settings)
     metrics = WorkerMetrics()
@@ -88,7 +108,13 @@ async def run_worker(
         await bus.ensure_topology(audit_max_age_s=settings.audit_max_age_s, replicas=settings.nats_replicas)
         await store.ensure_bucket()
         runner = JobRunner(
-            bus=bus, state=SharedState(bus), store=store, engine=engine, executor=executor, metrics=metrics
+            bus=bus,
+            state=SharedState(bus),
+            store=store,
+            engine=engine,
+            executor=executor,
+            metrics=metrics,
+            speaker_encoder=speaker_encoder,
         )
         async with contextlib.AsyncExitStack() as stack:
             if serve_health:

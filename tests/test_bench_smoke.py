@@ -1,4 +1,5 @@
-"""`python -m ops.bench --quick` runs end to end and reports every scenario.
+"""`python -m ops.bench --quick` and `python -m ops bench voices --quick` run end to end and report
+every scenario.
 
 Only the shape of the output is checked, never a timing: numbers depend on the machine.
 """
@@ -13,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from ops.bench.cli import RESULT_KEYS
+from ops.bench.voices import RESULT_KEYS as VOICE_RESULT_KEYS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(300)
 def test_quick_benchmark_prints_table_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     done = subprocess.run(
@@ -25,7 +27,7 @@ def test_quick_benchmark_prints_table_and_writes_json(tmp_path: Path) -> None:
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=140,
+        timeout=290,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -38,7 +40,7 @@ def test_quick_benchmark_prints_table_and_writes_json(tmp_path: Path) -> None:
     assert set(RESULT_KEYS) <= results.keys()
     assert results["meta"]["mode"] == "quick"
     assert {"nproc", "cpu_model", "python"} <= results["meta"]["machine"].keys()
-    assert [row["concurrency"] for row in results["pipeline_overhead"]] == [1, 8, 32]
+    assert [row["concurrency"] for row in results["pipeline_overhead"]] == [1, 4, 8]
     for row in results["pipeline_overhead"]:
         assert {"e2e_p50_s", "e2e_p99_s", "engine_p50_s", "overhead_p50_s", "overhead_p99_s"} <= row.keys()
     assert {"workers_1", "workers_2", "scaling_2_over_1"} <= results["throughput"].keys()
@@ -50,3 +52,34 @@ def test_quick_benchmark_prints_table_and_writes_json(tmp_path: Path) -> None:
     for row in seed_rows:
         assert {"seed", "voicerelay", *ratios} <= row.keys()
     assert results["gateway_accept"]["statuses"] == {"202": results["gateway_accept"]["n"]}
+
+
+@pytest.mark.timeout(300)
+def test_quick_voice_benchmark_prints_tables_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "voices.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "ops", "bench", "voices", "--quick", "--out", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=290,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for heading in ("synthesis speed", "cost of a new voice", "speaker similarity to the reference"):
+        assert heading in done.stdout
+
+    results = json.loads(out.read_text())
+    assert set(VOICE_RESULT_KEYS) <= results.keys()
+    assert results["meta"]["mode"] == "quick"
+    assert results["meta"]["profile_version"].startswith(results["meta"]["engine"])
+    for profile in ("plain", "adapted"):
+        assert results["synthesis"][profile]["rtf_p50"] > 0
+    new_voice = results["new_voice"]
+    assert new_voice["intake"]["sample_s"] == 10.0
+    assert new_voice["analysis_first_s"] > 0 and new_voice["analysis_next_p50_s"] > 0
+    rows = results["similarity"]["rows"]
+    assert len(rows) == 2 and {row["other_speaker"] for row in rows} == {row["speaker"] for row in rows}
+    for row in rows:
+        for key in ("plain", "adapted", "adapted_vs_other"):
+            assert -1.0 <= row[key] <= 1.0

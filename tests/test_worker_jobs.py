@@ -1,5 +1,6 @@
 """The worker's job handler on real NATS KV and S3: transient failures are retried, and the last
-delivery ends the task as failed instead of leaving it `running`."""
+delivery ends the task as failed instead of leaving it `running`; the speaker similarity signal is
+measured when an encoder is loaded and never fails a task."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ from events.replay import task_timeline
 from events.state import SharedState
 from events.task_events import requested_event
 from ops.client import eventually
-from ops.samples import speech_sample
+from ops.samples import speech, speech_sample
 from storage.keys import sample_key
 from synth_worker.jobs import JobRunner
 from synth_worker.metrics import WorkerMetrics
+from synth_worker.speaker.embedding import shared_encoder
 
 MAX_DELIVER = consumer_spec(names.WORKER_CONSUMER).max_deliver
 
@@ -104,3 +106,54 @@ async def test_transient_failures_retry_then_fail_on_the_last_delivery(stack: St
         return "tts.synthesis.failed" in [e.type for e in await task_timeline(stack.bus, task.task_id)]
 
     await eventually(failed_event_recorded)
+
+
+class PlainEngine:
+    """An engine that does not adapt to the speaker: it says every text the same way."""
+
+    name, version, sample_rate_hz = "plain", "1", 16000
+
+    def synthesize(self, request):
+        return speech(request.text)
+
+
+class BrokenEncoder:
+    """A speaker encoder that fails, as one might on audio it was never trained for."""
+
+    def embed(self, pcm):
+        raise RuntimeError("mel spectrogram failed")
+
+
+async def completed_data(stack: Stack, engine, encoder) -> dict:
+    """Run one job with `engine` and `encoder`; the data of its completed event."""
+    state = SharedState(stack.bus)
+    task, voice = await queued_task(stack, state)
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        runner = JobRunner(bus=stack.bus, state=state, store=stack.store, engine=engine, executor=executor,
+                           metrics=WorkerMetrics(), speaker_encoder=encoder)  # fmt: skip
+        message = StandInMessage(num_delivered=1)
+        await runner(requested_event(task, voice), message)
+    assert message.calls[-1] == "ack"
+
+    async def completed() -> dict | None:
+        events = await task_timeline(stack.bus, task.task_id)
+        return next((e.data for e in events if e.type == "tts.synthesis.completed"), None)
+
+    return await eventually(completed)
+
+
+async def test_a_plain_engine_gets_a_similarity_but_no_profile(stack: Stack) -> None:
+    data = await completed_data(stack, PlainEngine(), shared_encoder())
+    assert "speaker_profile" not in data
+    # The sample and the output are both the default espeak voice.
+    assert 0.5 < data["speaker_similarity"] <= 1.0, data
+
+
+async def test_a_failing_similarity_leaves_the_task_succeeded(stack: Stack) -> None:
+    data = await completed_data(stack, PlainEngine(), BrokenEncoder())
+    assert "speaker_similarity" not in data and data["engine"] == "plain"
+
+
+async def test_without_an_encoder_there_is_no_similarity(stack: Stack) -> None:
+    data = await completed_data(stack, PlainEngine(), None)
+    assert "speaker_similarity" not in data
