@@ -234,6 +234,8 @@ def banner(config: UpConfig) -> str:
     )
     rows = [
         ("gateway API", config.gateway_url),
+        ("H5 demo page", f"{config.gateway_url}/demo/"),
+        ("OpenAPI", f"{config.gateway_url}/openapi.json"),
         ("metrics", f"{config.gateway_url}/metrics  (worker: {config.worker_url}/metrics)"),
         wechat,
         (

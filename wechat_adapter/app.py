@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import secrets
@@ -11,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import aiohttp
 from aiohttp import web
 
+from common import vad
 from common.config import Settings
 from events import names
 from events.bus import EventBus
@@ -28,7 +30,7 @@ from wechat_adapter.metrics import GatewayMetrics
 from wechat_adapter.middleware import auth_middleware
 from wechat_adapter.push_security import PushVerifier
 from wechat_adapter.sensitive_words import SensitiveWords
-from wechat_adapter.views import health, push, session, syntheses, voices
+from wechat_adapter.views import demo, docs, health, push, session, syntheses, voices
 from wechat_adapter.views.common import trace_middleware
 from wechat_adapter.wechat_api import WeChatClient
 
@@ -56,6 +58,8 @@ def create_app(settings: Settings) -> web.Application:
     voices.add_routes(app)
     syntheses.add_routes(app)
     push.add_routes(app)
+    docs.add_routes(app)
+    demo.add_routes(app)
     return app
 
 
@@ -66,6 +70,8 @@ def _gateway_context(settings: Settings, metrics: GatewayMetrics, sensitive_word
         store = ObjectStore.from_settings(settings)
         executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="audio")
         try:
+            # The VAD model loads here, so a missing model stops start-up and no upload waits for it.
+            await asyncio.get_running_loop().run_in_executor(executor, vad.preload)
             await bus.ensure_topology(
                 audit_max_age_s=settings.audit_max_age_s, replicas=settings.nats_replicas
             )

@@ -21,14 +21,14 @@ _LOGIN_ERRORS = {
     45011: "rate_limited",
     40226: "login_forbidden",
 }
-_MAX_CODE_CHARS = 128
+MAX_CODE_CHARS = 128
 
 
 async def create_session(request: web.Request) -> web.Response:
     gateway = gateway_of(request)
     body = await read_json_object(request)
     code = body.get("code")
-    if not isinstance(code, str) or not code.strip() or len(code) > _MAX_CODE_CHARS:
+    if not isinstance(code, str) or not code.strip() or len(code) > MAX_CODE_CHARS:
         raise ApiError("invalid_request", detail="code must be the string from wx.login")
     try:
         login = await gateway.wechat.code_to_session(code.strip())

@@ -1,0 +1,145 @@
+/**
+ * The VoiceRelay HTTP API (CONTRACT.md §3, /openapi.json): every call the mini program makes goes
+ * through this module. It adds the bearer token, logs in again once on 401, waits out a short
+ * Retry-After once where repeating is safe, and turns every failure into an ApiError whose `message`
+ * is the server's own (see utils/errors.js).
+ */
+const config = require('../config');
+const session = require('./session');
+const transport = require('./transport');
+const { errorFromResponse } = require('./errors');
+
+// A Retry-After this short is waited out silently; a longer one is the user's to wait (the page
+// shows a countdown), since nobody should stare at a spinner for a minute.
+const AUTO_RETRY_MAX_WAIT_S = 3;
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function send(op, header) {
+  const url = config.apiBaseUrl + op.path;
+  if (op.upload) {
+    return transport.uploadFile({ url, header, ...op.upload });
+  }
+  if (op.body !== undefined) {
+    header['Content-Type'] = 'application/json';
+  }
+  return transport.request({ url, method: op.method, data: op.body, header });
+}
+
+/**
+ * One API operation. `op`: {method, path, body?, upload?, headers?, public?, repeatable?}, where
+ * `repeatable` says sending it twice does no harm (a GET, or a POST carrying an Idempotency-Key).
+ */
+async function call(op) {
+  let loggedInAgain = false;
+  let waitedOut = false;
+  for (;;) {
+    const header = { ...(op.headers || {}) };
+    if (!op.public) {
+      header.Authorization = `Bearer ${await session.token(exchangeCode)}`;
+    }
+    const res = await send(op, header);
+    if (res.status >= 200 && res.status < 300) {
+      return res.body;
+    }
+    const err = errorFromResponse(res.status, res.body, transport.headerValue(res.headers, 'Retry-After'));
+    if (res.status === 401 && !op.public && !loggedInAgain) {
+      // The token expired or the server's secret rotated: one fresh wx.login, then give up.
+      loggedInAgain = true;
+      session.clear();
+      continue;
+    }
+    const canWait = err.retryAfterS !== null && err.retryAfterS <= AUTO_RETRY_MAX_WAIT_S;
+    if ((res.status === 429 || res.status === 503) && op.repeatable && canWait && !waitedOut) {
+      waitedOut = true;
+      await sleep(err.retryAfterS * 1000);
+      continue;
+    }
+    throw err;
+  }
+}
+
+function pathId(id) {
+  return encodeURIComponent(id);
+}
+
+/** POST /v1/session: a wx.login code for `{token, expires_in, openid}`; session.js calls it. */
+function exchangeCode(code) {
+  return call({ method: 'POST', path: '/v1/session', body: { code }, public: true });
+}
+
+/** Log in now (at launch) so the first page's calls do not wait for wx.login. */
+function signIn() {
+  return session.token(exchangeCode);
+}
+
+/** The user's voices, newest first. */
+function listVoices() {
+  return call({ method: 'GET', path: '/v1/voices', repeatable: true }).then((body) => body.voices);
+}
+
+function getVoice(voiceId) {
+  return call({ method: 'GET', path: `/v1/voices/${pathId(voiceId)}`, repeatable: true });
+}
+
+/**
+ * Upload a recorded sample as wx.uploadFile sends it: the file under `file`, and what it says as
+ * `prompt_text` (the engine aligns the voice with this transcript). Resolves to the new voice.
+ */
+function uploadVoice({ filePath, promptText, name }) {
+  const formData = { prompt_text: promptText };
+  if (name) {
+    formData.name = name; // absent: the server names it 「我的声音」
+  }
+  return call({ method: 'POST', path: '/v1/voices', upload: { filePath, name: 'file', formData } });
+}
+
+/** Delete a voice: its sample and everything derived from it (users own their biometric data). */
+function deleteVoice(voiceId) {
+  return call({ method: 'DELETE', path: `/v1/voices/${pathId(voiceId)}`, repeatable: true });
+}
+
+/** Style presets `[{id, name, kind}]`, kind one of dialect / emotion / speed / volume. */
+function listPresets() {
+  return call({ method: 'GET', path: '/v1/presets', repeatable: true }).then((body) => body.presets);
+}
+
+/**
+ * Submit text for synthesis; resolves to the task. `idempotencyKey` must stay the same when the
+ * user repeats the same request after a failure, so the server answers with the first task instead
+ * of synthesising twice.
+ */
+function createSynthesis(request, { idempotencyKey }) {
+  return call({
+    method: 'POST',
+    path: '/v1/syntheses',
+    body: request,
+    headers: { 'Idempotency-Key': idempotencyKey },
+    repeatable: true,
+  });
+}
+
+/** The user's tasks, newest first. */
+function listSyntheses({ limit }) {
+  return call({ method: 'GET', path: `/v1/syntheses?limit=${limit}`, repeatable: true }).then(
+    (body) => body.tasks
+  );
+}
+
+function getSynthesis(taskId) {
+  return call({ method: 'GET', path: `/v1/syntheses/${pathId(taskId)}`, repeatable: true });
+}
+
+module.exports = {
+  signIn,
+  listVoices,
+  getVoice,
+  uploadVoice,
+  deleteVoice,
+  listPresets,
+  createSynthesis,
+  listSyntheses,
+  getSynthesis,
+};

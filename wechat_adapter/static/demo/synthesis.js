@@ -1,0 +1,152 @@
+// Panel 3: style, speed and text; submit; follow progress over SSE; listen and compare A/B.
+import { isFinal } from "./api.js";
+import { $, TASK_STATUS, option, randomHex, say } from "./dom.js";
+
+const PRESET_GROUPS = { dialect: "方言", emotion: "情感", speed: "语速", volume: "音量" };
+
+/** Roughly what the server counts: NFC, whitespace folded, in code points. */
+const countChars = (text) => [...text.normalize("NFC").replace(/\s+/g, " ").trim()].length;
+
+export class SynthesisPanel {
+  /** `onFinished(task)` hears of every task that reached a final status. */
+  constructor(api, { textMaxChars, report, onFinished }) {
+    this.api = api;
+    this.textMaxChars = textMaxChars;
+    this.report = report;
+    this.onFinished = onFinished;
+    this.voice = null;
+    // One key per draft: a double tap or a retry after a lost reply names the same task, while any
+    // change to the request makes a new one.
+    this.draftKey = null;
+    this.following = null; // AbortController of the stream being read
+    this.lastShown = null; // "task:status" last added to the progress log
+    this.message = $("synth-message");
+    const form = $("synth-form");
+    form.addEventListener("input", () => {
+      this.draftKey = null;
+      this.#refreshForm();
+    });
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.#submit();
+    });
+    $("play-result").addEventListener("click", () => this.#play($("result-audio"), $("original-audio")));
+    $("play-original").addEventListener("click", () => this.#play($("original-audio"), $("result-audio")));
+    this.#refreshForm();
+  }
+
+  async loadPresets() {
+    const { presets } = await this.api.presets();
+    const select = $("preset");
+    select.replaceChildren(option("", "原声（不加风格）"));
+    for (const [kind, label] of Object.entries(PRESET_GROUPS)) {
+      const group = document.createElement("optgroup");
+      group.label = label;
+      group.append(...presets.filter((p) => p.kind === kind).map((p) => option(p.id, p.name)));
+      if (group.children.length) select.append(group);
+    }
+  }
+
+  /** The voice to synthesise with; its sample is side A of the comparison. */
+  setVoice(voice) {
+    this.voice = voice;
+    this.draftKey = null;
+    const original = $("original-audio");
+    if (voice?.audio_url && original.getAttribute("src") !== voice.audio_url) original.src = voice.audio_url;
+  }
+
+  /** Put a finished task's audio in player B (from a submission or from the history). */
+  showResult(task) {
+    const result = $("result-audio");
+    if (result.getAttribute("src") !== task.audio_url) result.src = task.audio_url;
+    $("players").hidden = false;
+  }
+
+  playResult() {
+    this.#play($("result-audio"), $("original-audio"));
+  }
+
+  #refreshForm() {
+    $("speed-value").value = Number($("speed").value).toFixed(1);
+    const count = countChars($("text").value);
+    const over = count > this.textMaxChars;
+    const counter = $("text-count");
+    counter.textContent = over
+      ? `${count} / ${this.textMaxChars}，超出 ${count - this.textMaxChars} 字`
+      : `${count} / ${this.textMaxChars}`;
+    counter.classList.toggle("error", over);
+    $("text").setAttribute("aria-invalid", String(over));
+    $("synthesize").disabled = over;
+  }
+
+  #fields() {
+    const fields = { text: $("text").value, voice_id: this.voice?.voice_id ?? "", format: "mp3" };
+    fields.speed = Number($("speed").value);
+    const preset = $("preset").value;
+    if (preset) Object.assign(fields, { mode: "instruct", instruct: preset });
+    return fields;
+  }
+
+  async #submit() {
+    if (!this.voice) {
+      say(this.message, "请先录制并上传一段声音。", { error: true });
+      return;
+    }
+    this.following?.abort();
+    this.draftKey ??= randomHex(16);
+    const button = $("synthesize");
+    button.disabled = true;
+    $("progress-log").replaceChildren();
+    this.lastShown = null;
+    say(this.message, "已提交…");
+    try {
+      let task = await this.api.synthesize(this.#fields(), this.draftKey);
+      this.#progress(task);
+      if (!isFinal(task.status)) {
+        this.following = new AbortController();
+        task = await this.api.followTask(task.task_id, (t) => this.#progress(t), this.following.signal);
+      }
+      this.#finished(task);
+    } catch (error) {
+      if (error.name !== "AbortError") this.report(this.message, error);
+    } finally {
+      button.disabled = false;
+      this.#refreshForm();
+    }
+  }
+
+  #progress(task) {
+    const shown = `${task.task_id}:${task.status}`;
+    if (shown === this.lastShown) return;
+    this.lastShown = shown;
+    const status = $("task-status");
+    status.dataset.status = task.status;
+    status.textContent = `合成状态：${TASK_STATUS[task.status] ?? task.status}`;
+    const step = document.createElement("li");
+    step.dataset.status = task.status;
+    step.textContent = `${new Date().toLocaleTimeString("zh-CN")} ${TASK_STATUS[task.status] ?? task.status}`;
+    $("progress-log").append(step);
+  }
+
+  #finished(task) {
+    if (task.status === "succeeded") {
+      this.showResult(task);
+      say(this.message, `合成完成（${task.duration_s} 秒），点“播放合成”试听，和原声对比。`);
+    } else {
+      say(this.message, task.error?.message ?? `合成${TASK_STATUS[task.status] ?? task.status}`, {
+        error: true,
+      });
+    }
+    this.onFinished(task);
+  }
+
+  async #play(audio, other) {
+    other.pause();
+    audio.currentTime = 0;
+    try {
+      await audio.play();
+    } catch (error) {
+      say(this.message, `无法播放：${error.message}`, { error: true });
+    }
+  }
+}
