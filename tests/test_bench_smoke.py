@@ -19,11 +19,10 @@ from ops.bench.voices import RESULT_KEYS as VOICE_RESULT_KEYS
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.timeout(300)
-def test_quick_benchmark_prints_table_and_writes_json(tmp_path: Path) -> None:
-    out = tmp_path / "results.json"
+def run_quick(*args: str) -> str:
+    """Run a benchmark command with --quick; its stdout (the tables), after checking it succeeded."""
     done = subprocess.run(
-        [sys.executable, "-m", "ops.bench", "--quick", "--out", str(out)],
+        [sys.executable, "-m", *args, "--quick"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -31,10 +30,17 @@ def test_quick_benchmark_prints_table_and_writes_json(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.timeout(300)
+def test_quick_benchmark_prints_table_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    stdout = run_quick("ops.bench", "--out", str(out))
     for heading in ("(a) pipeline overhead", "(b) throughput", "(c) identical repeat", "(d) seed baseline"):
-        assert heading in done.stdout
-    assert "(e) gateway accept" in done.stdout
-    assert "p50 ratio" in done.stdout
+        assert heading in stdout
+    assert "(e) gateway accept" in stdout
+    assert "p50 ratio" in stdout
 
     results = json.loads(out.read_text())
     assert set(RESULT_KEYS) <= results.keys()
@@ -57,17 +63,9 @@ def test_quick_benchmark_prints_table_and_writes_json(tmp_path: Path) -> None:
 @pytest.mark.timeout(300)
 def test_quick_voice_benchmark_prints_tables_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "voices.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "ops", "bench", "voices", "--quick", "--out", str(out)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=290,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    stdout = run_quick("ops", "bench", "voices", "--out", str(out))
     for heading in ("synthesis speed", "cost of a new voice", "speaker similarity to the reference"):
-        assert heading in done.stdout
+        assert heading in stdout
 
     results = json.loads(out.read_text())
     assert set(VOICE_RESULT_KEYS) <= results.keys()
