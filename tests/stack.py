@@ -15,7 +15,7 @@ from aiohttp import web
 
 from common.config import Settings
 from events import names
-from events.bus import EventBus
+from events.bus import CONSUMERS, EventBus
 from ops.client import ApiClient
 from ops.samples import SAMPLE_TEXT, speech, speech_sample  # noqa: F401  (re-exported for tests)
 from ops.services import NatsServer, SeaweedS3, free_port
@@ -49,6 +49,21 @@ class Stack:
 
     async def stream_last_seq(self) -> int:
         return (await self.bus.js.stream_info(names.STREAM)).state.last_seq
+
+    async def settled_seq(self, *, timeout_s: float = 60.0) -> int:
+        """The stream's last sequence once no consumer (worker, notifier, review) has anything pending
+        or unacked: earlier tests' queued work can publish nothing more.
+
+        A test that asserts "the stream did not move" measures from here, not from a moment when an
+        earlier test's synthesis was still running and about to publish its completed event. Verdicts
+        the emulator has yet to push are not waited for (`emulator.settle()` does that).
+        """
+        async with asyncio.timeout(timeout_s):
+            while True:
+                infos = [await self.bus.js.consumer_info(names.STREAM, spec.name) for spec in CONSUMERS]
+                if all(info.num_pending == 0 and info.num_ack_pending == 0 for info in infos):
+                    return await self.stream_last_seq()
+                await asyncio.sleep(0.05)
 
     async def ready_voice(self, client: ApiClient, audio: bytes | None = None, **upload) -> dict:
         reply = await client.upload_voice(audio or speech_sample("wav"), **upload)

@@ -136,7 +136,7 @@ async def without_trace(
 ) -> Reply:
     """Send a request that must be refused: the stream must not move, and msgSecCheck is called once
     if `checked`, never when the local list refused the text first."""
-    before_seq, before_checks = await stack.stream_last_seq(), len(text_checks(stack, user.openid))
+    before_seq, before_checks = await stack.settled_seq(), len(text_checks(stack, user.openid))
     reply = await send()
     assert await stack.stream_last_seq() == before_seq
     assert len(text_checks(stack, user.openid)) == before_checks + (1 if checked else 0)

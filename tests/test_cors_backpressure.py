@@ -48,7 +48,7 @@ async def test_cors_only_for_configured_origins(stack: Stack) -> None:
 async def test_a_full_queue_answers_overloaded(stack: Stack) -> None:
     user = await stack.user()
     voice = await stack.ready_voice(user)
-    before = await stack.stream_last_seq()
+    before = await stack.settled_seq()
     full = dataclasses.replace(stack.settings, queue_max_pending=0)  # any depth is too deep
     port = free_port()
     async with serving(create_app(full), port):

@@ -115,7 +115,7 @@ async def nothing_changed(stack: Stack, *users: ApiClient) -> AsyncIterator[None
     """Nothing published (the stream's last sequence); for these users nothing stored, changed or
     removed (KV records, S3 objects), and nothing new in their API lists."""
     before = [await user_state(stack, user) for user in users]
-    last_seq = await stack.stream_last_seq()
+    last_seq = await stack.settled_seq()
     yield
     assert await stack.stream_last_seq() == last_seq, "a rejected request published an event"
     assert [await user_state(stack, user) for user in users] == before
@@ -128,7 +128,7 @@ async def quiet_stream(stack: Stack, *, quiet_s: float = 0.3, timeout_s: float =
     """Wait until nothing has been published for `quiet_s` (earlier tests' tails, pending verdicts)."""
     await stack.emulator.settle()
     async with asyncio.timeout(timeout_s):
-        seq = await stack.stream_last_seq()
+        seq = await stack.settled_seq(timeout_s=timeout_s)
         while True:
             await asyncio.sleep(quiet_s)
             now = await stack.stream_last_seq()
