@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 
 import msgspec
@@ -109,20 +108,6 @@ class CachedResult(msgspec.Struct, kw_only=True):
     task_id: str
     engine: str  # "<engine>/<version>" the key was computed with
     created_at: str
-
-
-# KV keys are `<owner>.<id>`; owners are WeChat openids (28 chars of [A-Za-z0-9_-]).
-_OWNER_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-def is_valid_owner(owner: str) -> bool:
-    return bool(_OWNER_RE.fullmatch(owner))
-
-
-def owned_key(owner: str, item_id: str) -> str:
-    if not is_valid_owner(owner):
-        raise ValueError("owner is not a valid openid")
-    return f"{owner}.{item_id}"
 
 
 class AccessTokenRecord(msgspec.Struct, kw_only=True):

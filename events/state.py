@@ -15,6 +15,7 @@ import nats.errors
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue, StopIterSentinel
 
+from common.owners import owned_key
 from events import names
 from events.bus import EventBus
 from events.envelope import MalformedEvent, decode_envelope, utc_now_iso
@@ -27,7 +28,6 @@ from events.records import (
     TaskRecord,
     TaskStatus,
     VoiceRecord,
-    owned_key,
 )
 
 log = logging.getLogger(__name__)

@@ -11,10 +11,11 @@ from collections.abc import Iterable
 
 import msgspec
 
+from common.owners import owned_key
 from events.bus import EventBus
 from events.envelope import Envelope, utc_now_iso
 from events.names import EventType
-from events.records import TaskRecord, TaskStatus, owned_key
+from events.records import TaskRecord, TaskStatus
 from events.replay import read_events, task_timeline
 from events.state import SharedState
 from events.task_events import task_event

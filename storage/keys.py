@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from events.records import is_valid_owner
+from common.owners import is_valid_owner
 
 SAMPLES_PREFIX = "samples/"
 OUTPUTS_PREFIX = "outputs/"

@@ -19,9 +19,10 @@ import pytest
 from stack import Stack, serving, speech_sample
 
 from common.config import ConfigError, Settings
+from common.owners import owned_key
 from events import names
 from events.names import EventType
-from events.records import VoiceStatus, owned_key
+from events.records import VoiceStatus
 from events.replay import read_events, task_timeline
 from ops.client import ApiClient, Reply, eventually
 from ops.services import free_port

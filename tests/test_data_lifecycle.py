@@ -13,7 +13,7 @@ from minio.commonconfig import ENABLED, Filter
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 from stack import Stack, serving
 
-from events.records import owned_key
+from common.owners import owned_key
 from events.state import SharedState
 from ops.client import ApiClient
 from ops.services import free_port

@@ -24,10 +24,11 @@ from stack import Stack, speech_sample
 
 from common.config import ConfigError
 from common.ids import new_id
+from common.owners import owned_key
 from events import names
 from events.bus import EventBus
 from events.envelope import Envelope, utc_now_iso
-from events.records import ErrorInfo, TaskRecord, TaskStatus, owned_key
+from events.records import ErrorInfo, TaskRecord, TaskStatus
 from events.replay import task_timeline
 from events.state import SharedState
 from events.task_events import completed_event, failed_event

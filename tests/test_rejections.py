@@ -30,8 +30,8 @@ from stack import Stack, speech, speech_sample
 
 from common.audio import Pcm, encode_audio
 from common.ids import new_id
+from common.owners import owned_key
 from events import names
-from events.records import owned_key
 from events.replay import task_timeline
 from ops.client import ApiClient, Reply, eventually
 from storage.keys import OUTPUTS_PREFIX, SAMPLES_PREFIX, sample_key

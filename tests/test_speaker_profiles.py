@@ -18,9 +18,10 @@ from stack import Stack
 from test_worker_jobs import StandInMessage
 
 from common.audio import Pcm
+from common.owners import owned_key
 from events.envelope import utc_now_iso
 from events.names import EventType
-from events.records import TaskRecord, TaskStatus, owned_key
+from events.records import TaskRecord, TaskStatus
 from events.replay import task_timeline
 from events.state import SharedState
 from events.task_events import requested_event

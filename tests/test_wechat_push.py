@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from stack import Stack
 
-from events.records import owned_key
+from common.owners import owned_key
 from events.state import SharedState
 from ops.samples import speech_sample
 from wechat_adapter.auth import SessionKeyVault

@@ -13,7 +13,7 @@ import os
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from events.records import is_valid_owner
+from common.owners import is_valid_owner
 
 
 def _derive(secret: str, purpose: str) -> bytes:

@@ -34,11 +34,11 @@ from nats.aio.msg import Msg
 
 from common.config import ConfigError, Settings
 from common.logs import log_context
+from common.owners import is_valid_owner, owned_key
 from events import names
 from events.bus import CONSUMERS, EventBus
 from events.consumer import consuming
 from events.envelope import Envelope
-from events.records import is_valid_owner, owned_key
 from events.state import SharedState
 from events.task_events import notify_event
 from wechat_adapter.context import Gateway

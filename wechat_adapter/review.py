@@ -23,12 +23,13 @@ import msgspec
 from nats.aio.msg import Msg
 
 from common.ids import new_id
+from common.owners import owned_key
 from events import names
 from events.bus import consumer_spec
 from events.consumer import consuming
 from events.envelope import Envelope, new_event
 from events.names import EventType
-from events.records import ErrorInfo, MediaCheckRecord, TaskStatus, VoiceRecord, VoiceStatus, owned_key
+from events.records import ErrorInfo, MediaCheckRecord, TaskStatus, VoiceRecord, VoiceStatus
 from events.task_events import failed_event, requested_event
 from wechat_adapter.context import Gateway
 from wechat_adapter.errors import ERRORS

@@ -32,7 +32,8 @@ from datetime import datetime
 
 import nats.errors
 
-from events.records import MediaCheckRecord, VoiceStatus, owned_key
+from common.owners import owned_key
+from events.records import MediaCheckRecord, VoiceStatus
 from wechat_adapter import review
 from wechat_adapter.context import Gateway
 

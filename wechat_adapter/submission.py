@@ -15,16 +15,9 @@ import msgspec
 from aiohttp import web
 
 from common.ids import is_valid_id, new_id
+from common.owners import owned_key
 from events.envelope import Envelope, utc_now_iso
-from events.records import (
-    CachedResult,
-    IdempotencyClaim,
-    TaskRecord,
-    TaskStatus,
-    VoiceRecord,
-    VoiceStatus,
-    owned_key,
-)
+from events.records import CachedResult, IdempotencyClaim, TaskRecord, TaskStatus, VoiceRecord, VoiceStatus
 from events.state import EngineRelease, ResultTable
 from events.task_events import completed_event, requested_event
 from storage.keys import output_key

@@ -11,7 +11,8 @@ from aiohttp import web
 
 from common.ids import is_valid_id, new_id
 from common.logs import bind_trace_id
-from events.records import TaskRecord, TaskStatus, VoiceRecord, owned_key
+from common.owners import owned_key
+from events.records import TaskRecord, TaskStatus, VoiceRecord
 from events.state import KvTable
 from wechat_adapter.context import GATEWAY, Gateway
 from wechat_adapter.errors import ApiError

@@ -7,9 +7,9 @@ import logging
 from aiohttp import web
 
 from common.ids import new_id
+from common.owners import is_valid_owner
 from events.envelope import new_event
 from events.names import EventType
-from events.records import is_valid_owner
 from wechat_adapter.push_security import MAX_BODY_BYTES, PushRejected, PushVerifier
 from wechat_adapter.views.common import gateway_of
 

@@ -6,8 +6,9 @@ import logging
 
 from aiohttp import web
 
+from common.owners import is_valid_owner
 from events.envelope import utc_now_iso
-from events.records import SessionRecord, is_valid_owner
+from events.records import SessionRecord
 from wechat_adapter.errors import ApiError
 from wechat_adapter.views.common import gateway_of, json_response, read_json_object
 from wechat_adapter.wechat_api import WeChatError, WeChatUnavailable

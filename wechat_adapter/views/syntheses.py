@@ -9,13 +9,10 @@ from typing import Any
 from aiohttp import web
 
 from common.ids import new_id
+from common.owners import owned_key
 from common.presets import PRESETS, PRESETS_BY_ID
 from common.text import TextError, normalise_text
-from events.records import (
-    TaskRecord,
-    TaskStatus,
-    owned_key,
-)
+from events.records import TaskRecord, TaskStatus
 from wechat_adapter.errors import ApiError
 from wechat_adapter.submission import idempotency_key, submit, submit_once
 from wechat_adapter.views.common import (

@@ -9,10 +9,11 @@ import msgspec
 from aiohttp import web
 
 from common.ids import new_id
+from common.owners import owned_key
 from common.text import TextError, normalise_text
 from events.envelope import new_event, utc_now_iso
 from events.names import EventType
-from events.records import MediaCheckRecord, VoiceRecord, VoiceStatus, owned_key
+from events.records import MediaCheckRecord, VoiceRecord, VoiceStatus
 from storage.keys import features_prefix, sample_key
 from storage.objects import ObjectNotFound, StorageError
 from wechat_adapter.context import Gateway
