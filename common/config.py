@@ -1,4 +1,4 @@
-"""The one configuration object, read from the environment once per process (CONTRACT §2)."""
+"""The one configuration object, read from the environment once per process (docs/ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,17 @@ import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from common.vocabulary import ENGINE_NAMES, MINIPROGRAM_STATES, WECHAT_LANGS
+
 # The emulator's test app. Real deployments override all of these (README "WeChat configuration").
 EMULATOR_APPID = "wxvoicerelay0test0"
 EMULATOR_SECRET = "voicerelay-emulator-secret"
 EMULATOR_PUSH_TOKEN = "voicerelaypushtoken"
 EMULATOR_PUSH_AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"  # 43 chars, as WeChat issues them
 EMULATOR_TEMPLATE_ID = "voicerelay-finished-template"
+
+# LOG_FORMAT: text lines for people (the default) or one JSON object per line for a log collector.
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -85,6 +90,7 @@ class Settings:
     upload_max_bytes: int = 5 * 1024 * 1024
     audit_max_age_s: int = 30 * 24 * 3600
     log_level: str = "INFO"
+    log_format: str = LOG_FORMATS[0]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -122,7 +128,7 @@ class Settings:
         if aes_key and len(aes_key) != 43:
             raise ConfigError("WECHAT_PUSH_AES_KEY must be the 43-character EncodingAESKey (or empty)")
         state = text("WECHAT_MINIPROGRAM_STATE", d.wechat_miniprogram_state)
-        if state not in {"formal", "trial", "developer"}:
+        if state not in MINIPROGRAM_STATES:
             raise ConfigError("WECHAT_MINIPROGRAM_STATE must be formal, trial or developer")
         text_review_policy = text("TEXT_REVIEW_POLICY", d.text_review_policy)
         if text_review_policy not in {"reject", "allow"}:
@@ -130,8 +136,14 @@ class Settings:
         media_timeout_policy = text("MEDIA_REVIEW_TIMEOUT_POLICY", d.media_review_timeout_policy)
         if media_timeout_policy not in {"reject", "accept"}:
             raise ConfigError("MEDIA_REVIEW_TIMEOUT_POLICY must be reject or accept")
+        lang = text("WECHAT_LANG", d.wechat_lang)
+        if lang not in WECHAT_LANGS:
+            raise ConfigError(f"WECHAT_LANG must be one of {', '.join(WECHAT_LANGS)}, got {lang!r}")
+        log_format = text("LOG_FORMAT", d.log_format)
+        if log_format not in LOG_FORMATS:
+            raise ConfigError(f"LOG_FORMAT must be text or json, got {log_format!r}")
         engine = text("TTS_ENGINE", d.tts_engine)
-        if engine not in {"espeak", "cosyvoice3"}:
+        if engine not in ENGINE_NAMES:
             raise ConfigError("TTS_ENGINE must be espeak or cosyvoice3")
 
         endpoint, secure_from_url = _split_s3_endpoint(text("S3_ENDPOINT", d.s3_endpoint))
@@ -154,7 +166,7 @@ class Settings:
             wechat_push_aes_key=aes_key,
             wechat_template_id=text("WECHAT_TEMPLATE_ID", d.wechat_template_id),
             wechat_miniprogram_state=state,
-            wechat_lang=text("WECHAT_LANG", d.wechat_lang),
+            wechat_lang=lang,
             wechat_template_fields=_template_fields(
                 env.get("WECHAT_TEMPLATE_FIELDS", ""), d.wechat_template_fields
             ),
@@ -181,7 +193,62 @@ class Settings:
             engine_delay_s=_non_negative_float("ENGINE_DELAY_S", env.get("ENGINE_DELAY_S", "")),
             text_max_chars=integer("TEXT_MAX_CHARS", d.text_max_chars, minimum=1),
             log_level=text("LOG_LEVEL", d.log_level).upper(),
+            log_format=log_format,
         )
+
+    def to_env(self) -> dict[str, str]:
+        """Every variable `from_env` reads, rendered so that `Settings.from_env(s.to_env()) == s`.
+
+        For a child process that must run with these settings: lay it over the parent's environment
+        (`{**os.environ, **settings.to_env()}`) and nothing of the parent's settings is left, since an
+        unset value is rendered as the empty string, which `from_env` reads as unset. Fields that
+        `from_env` does not read (session_ttl_s, wechat_timeout_s, upload_max_bytes, audit_max_age_s)
+        are not in it: a child always gets their defaults.
+        """
+
+        def flag(value: bool) -> str:
+            return "true" if value else "false"
+
+        return {
+            "NATS_URL": ",".join(self.nats_urls),
+            "NATS_REPLICAS": "" if self.nats_replicas is None else str(self.nats_replicas),
+            "S3_ENDPOINT": self.s3_endpoint,
+            "S3_ACCESS_KEY": self.s3_access_key,
+            "S3_SECRET_KEY": self.s3_secret_key,
+            "S3_BUCKET": self.s3_bucket,
+            "S3_SECURE": flag(self.s3_secure),
+            "WECHAT_API_BASE": self.wechat_api_base,
+            "WECHAT_APPID": self.wechat_appid,
+            "WECHAT_SECRET": self.wechat_secret,
+            "WECHAT_PUSH_TOKEN": self.wechat_push_token,
+            "WECHAT_PUSH_AES_KEY": self.wechat_push_aes_key,
+            "WECHAT_TEMPLATE_ID": self.wechat_template_id,
+            "WECHAT_MINIPROGRAM_STATE": self.wechat_miniprogram_state,
+            "WECHAT_LANG": self.wechat_lang,
+            "WECHAT_TEMPLATE_FIELDS": ",".join(f"{k}={v}" for k, v in self.wechat_template_fields),
+            "TEXT_REVIEW_POLICY": self.text_review_policy,
+            "SECURITY_FAIL_OPEN": flag(self.security_fail_open),
+            "SENSITIVE_WORDS_FILE": self.sensitive_words_file or "",
+            "MEDIA_REVIEW_TIMEOUT_S": str(self.media_review_timeout_s),
+            "MEDIA_REVIEW_TIMEOUT_POLICY": self.media_review_timeout_policy,
+            "GATEWAY_HOST": self.gateway_host,
+            "GATEWAY_PORT": str(self.gateway_port),
+            "PUBLIC_BASE_URL": self.public_base_url,
+            "SESSION_SECRET": self.session_secret,
+            "WORKER_METRICS_HOST": self.worker_metrics_host,
+            "WORKER_METRICS_PORT": str(self.worker_metrics_port),
+            "TTS_ENGINE": self.tts_engine,
+            "COSYVOICE_MODEL_DIR": self.cosyvoice_model_dir or "",
+            "RATE_LIMIT_PER_MINUTE": str(self.rate_limit_per_minute),
+            "QUEUE_MAX_PENDING": str(self.queue_max_pending),
+            "CORS_ORIGINS": ",".join(self.cors_origins),
+            "SAMPLE_RETENTION_DAYS": str(self.sample_retention_days),
+            "OUTPUT_RETENTION_DAYS": str(self.output_retention_days),
+            "ENGINE_DELAY_S": str(self.engine_delay_s),
+            "TEXT_MAX_CHARS": str(self.text_max_chars),
+            "LOG_LEVEL": self.log_level,
+            "LOG_FORMAT": self.log_format,
+        }
 
     def redacted(self) -> dict[str, object]:
         """The settings as a dict with every secret masked, for logs and `ops doctor`."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
+from common.vocabulary import AUDIO_FORMATS, DEFAULT_AUDIO_FORMAT, INSTRUCT
 from ops.client import ApiClient
 from ops.samples import SAMPLE_TEXT, speech_sample
 
@@ -26,7 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--emulator", default="http://127.0.0.1:8090", help="WeChat emulator, for its log")
     parser.add_argument("--sample", type=Path, help="a recording to upload (WAV, MP3, M4A, Opus)")
     parser.add_argument("--text", default=DEFAULT_SENTENCE, help="the sentence to synthesise")
-    parser.add_argument("--format", default="mp3", choices=("mp3", "aac", "wav"))
+    parser.add_argument("--format", default=DEFAULT_AUDIO_FORMAT, choices=AUDIO_FORMATS)
     parser.add_argument("--preset", help="a style preset id (GET /v1/presets), e.g. sichuan or sad")
     parser.add_argument("--out", type=Path, default=Path("var/demo"), help="where to save the audio")
 
@@ -60,7 +61,7 @@ async def demo(args: argparse.Namespace) -> int:
 
         options: dict[str, object] = {"format": args.format, "notify": True}
         if args.preset:
-            options |= {"mode": "instruct", "instruct": args.preset}
+            options |= {"mode": INSTRUCT, "instruct": args.preset}
         submitted = await client.synthesize(args.text, voice_id, **options)
         if submitted.status not in (200, 202):
             print(f"synthesis refused: {submitted.status} {submitted.body}")

@@ -7,6 +7,7 @@ import functools
 import numpy as np
 
 from common.audio import Pcm, encode_audio
+from common.vocabulary import ZERO_SHOT
 from synth_worker.engines.base import SynthesisRequest
 from synth_worker.engines.espeak import EspeakEngine
 
@@ -22,7 +23,7 @@ def speech(text: str = SAMPLE_TEXT, *, speed: float = 1.0) -> Pcm:
     """Mandarin speech (about 0.25 s per character at speed 1)."""
     no_prompt = Pcm(np.zeros(16000, dtype=np.float32), 16000)  # espeak ignores the prompt
     request = SynthesisRequest(
-        text=text, mode="zero_shot", prompt=no_prompt, prompt_text="", speaker_key="samples", speed=speed
+        text=text, mode=ZERO_SHOT, prompt=no_prompt, prompt_text="", speaker_key="samples", speed=speed
     )
     return _engine().synthesize(request)
 

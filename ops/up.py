@@ -5,7 +5,8 @@ reverse order and leaves no process behind.
 Ports: NATS_PORT (4222), NATS_MONITOR_PORT (8222), S3_PORT (8333; SeaweedFS also takes the next four
 ports and each of those + 10000), EMULATOR_PORT (8090), GATEWAY_PORT (8080), WORKER_METRICS_PORT (9108).
 Data and logs: VOICERELAY_DATA_DIR (default var/ in the repository). Readiness limit per service:
-VOICERELAY_START_TIMEOUT_S (60). The services get their configuration as CONTRACT §2 variables.
+VOICERELAY_START_TIMEOUT_S (60). The services get their configuration as environment variables
+(Settings.to_env).
 """
 
 from __future__ import annotations
@@ -24,16 +25,11 @@ from typing import Any, TypeVar
 
 from common.config import ConfigError, Settings
 from common.logs import configure_logging
-from ops.services import (
-    LOCALHOST,
-    NatsServer,
-    PortInUse,
-    SeaweedS3,
-    ServiceError,
-    Stack,
-    ensure_port_free,
-    python_service,
-)
+from ops.services.nats import NatsServer
+from ops.services.ports import PortInUse, ensure_port_free
+from ops.services.processes import LOCALHOST, ServiceError, python_service
+from ops.services.s3 import SeaweedS3
+from ops.services.stack import Stack
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +58,8 @@ class UpConfig:
     public_base_url: str
     session_secret: str
     start_timeout_s: float
+    # The services' settings as the environment gives them; service_env moves their ports and URLs.
+    settings: Settings
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> UpConfig:
@@ -99,6 +97,7 @@ class UpConfig:
             # One per run unless pinned: tokens from an earlier run are then simply invalid.
             session_secret=text("SESSION_SECRET", secrets.token_urlsafe(32)),
             start_timeout_s=start_timeout_s,
+            settings=Settings.from_env(env),
         )
 
     @property
@@ -151,24 +150,28 @@ def check_ports(config: UpConfig) -> None:
 
 
 def service_env(config: UpConfig, nats: NatsServer, s3: SeaweedS3) -> dict[str, str]:
-    """The CONTRACT §2 environment every service of the stack gets (on top of ours)."""
-    return dict(
-        os.environ,
-        NATS_URL=nats.url or "",
-        S3_ENDPOINT=s3.endpoint,
-        S3_ACCESS_KEY=s3.access_key,
-        S3_SECRET_KEY=s3.secret_key,
-        S3_BUCKET=config.s3_bucket,
-        S3_SECURE="false",
-        WECHAT_API_BASE=config.wechat_api_base,
-        GATEWAY_PORT=str(config.gateway_port),
-        PUBLIC_BASE_URL=config.public_base_url,
-        SESSION_SECRET=config.session_secret,
-        WORKER_METRICS_PORT=str(config.worker_metrics_port),
-        EMULATOR_PORT=str(config.emulator_port),
-        WECHAT_PUSH_URL=f"{config.gateway_url}/wechat/push",
-        PYTHONUNBUFFERED="1",  # so a crash's last lines are in the log file when we print its tail
+    """The environment every service of the stack gets (on top of ours): Settings.to_env."""
+    settings = dataclasses.replace(
+        config.settings,
+        nats_urls=(nats.url or "",),
+        s3_endpoint=s3.endpoint,
+        s3_access_key=s3.access_key,
+        s3_secret_key=s3.secret_key,
+        s3_bucket=config.s3_bucket,
+        s3_secure=False,
+        wechat_api_base=config.wechat_api_base,
+        gateway_port=config.gateway_port,
+        public_base_url=config.public_base_url,
+        session_secret=config.session_secret,
+        worker_metrics_port=config.worker_metrics_port,
     )
+    return {
+        **os.environ,
+        **settings.to_env(),
+        "EMULATOR_PORT": str(config.emulator_port),
+        "WECHAT_PUSH_URL": f"{config.gateway_url}/wechat/push",
+        "PYTHONUNBUFFERED": "1",  # so a crash's last lines are in the log file when we print its tail
+    }
 
 
 async def start_all(stack: Stack, config: UpConfig) -> None:
@@ -196,7 +199,7 @@ async def start_all(stack: Stack, config: UpConfig) -> None:
         await stack.start(
             python_service(
                 "emulator",
-                "wechat_adapter.emulator",
+                "wechat_emulator",
                 env,
                 config.logs_dir / "emulator.log",
                 port=config.emulator_port,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 
 from common.config import Settings
@@ -21,7 +20,7 @@ async def _main(settings: Settings) -> None:
 
 def main() -> None:
     settings = Settings.from_env()
-    configure_logging(settings.log_level, process="worker", json=os.environ.get("LOG_FORMAT") == "json")
+    configure_logging(settings.log_level, process="worker", json=settings.log_format == "json")
     asyncio.run(_main(settings))
 
 

@@ -28,19 +28,14 @@ from events.records import TaskRecord, TaskStatus
 from events.replay import task_timeline
 from events.state import SharedState
 from ops.client import eventually
-from ops.services import (
-    LOCALHOST,
-    ManagedProcess,
-    NatsServer,
-    SeaweedS3,
-    free_port,
-    python_service,
-    stop_all,
-)
+from ops.services.nats import NatsServer
+from ops.services.ports import free_port
+from ops.services.processes import LOCALHOST, ManagedProcess, python_service, stop_all
+from ops.services.s3 import SeaweedS3
 from storage.keys import OUTPUTS_PREFIX
 from storage.objects import ObjectStore
 from wechat_adapter.app import create_app
-from wechat_adapter.emulator.app import EMULATOR_KEY, EmulatorConfig, create_emulator_app
+from wechat_emulator.app import EMULATOR_KEY, EmulatorConfig, create_emulator_app
 
 # SIGTERM to exit: the worker's shutdown grace (30 s) plus closing; past this a test has failed anyway.
 STOP_TIMEOUT_S = 45.0
@@ -48,32 +43,13 @@ STOP_TIMEOUT_S = 45.0
 
 def service_env(settings: Settings, **overrides: str) -> dict[str, str]:
     """The environment (CONTRACT §2) that makes `python -m <service>` run with `settings`."""
-    env = dict(os.environ)
-    env.update(
-        NATS_URL=",".join(settings.nats_urls),
-        S3_ENDPOINT=settings.s3_endpoint,
-        S3_ACCESS_KEY=settings.s3_access_key,
-        S3_SECRET_KEY=settings.s3_secret_key,
-        S3_BUCKET=settings.s3_bucket,
-        S3_SECURE="false",
-        WECHAT_API_BASE=settings.wechat_api_base,
-        GATEWAY_PORT=str(settings.gateway_port),
-        PUBLIC_BASE_URL=settings.public_base_url,
-        SESSION_SECRET=settings.session_secret,
-        RATE_LIMIT_PER_MINUTE=str(settings.rate_limit_per_minute),
-        WORKER_METRICS_PORT=str(settings.worker_metrics_port),
-        ENGINE_DELAY_S=str(settings.engine_delay_s),
-        LOG_LEVEL="INFO",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(overrides)
-    return env
+    return {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1", **overrides}
 
 
 def worker_process(settings: Settings, log_path: Path, *, delay_s: float = 0.0) -> ManagedProcess:
     """A `python -m synth_worker` child on its own metrics port; ready once it consumes."""
     port = free_port()
-    env = service_env(settings, WORKER_METRICS_PORT=str(port), ENGINE_DELAY_S=str(delay_s))
+    env = service_env(dataclasses.replace(settings, worker_metrics_port=port, engine_delay_s=delay_s))
     return python_service("worker", "synth_worker", env, log_path, port=port, ready_line="worker ready")
 
 
@@ -112,7 +88,7 @@ class FaultStack(Stack):
         await stop_all(processes, STOP_TIMEOUT_S)
 
     async def task(self, owner: str, task_id: str) -> TaskRecord | None:
-        return await SharedState(self.bus).tasks.get(f"{owner}.{task_id}")
+        return await SharedState(self.bus).tasks.get(owner, task_id)
 
     async def wait_status(
         self, owner: str, task_id: str, statuses: set[TaskStatus], *, timeout_s: float

@@ -16,6 +16,9 @@ import pytest
 from ops.bench.cli import RESULT_KEYS
 from ops.bench.voices import RESULT_KEYS as VOICE_RESULT_KEYS
 
+# The quick benchmarks start their own NATS, S3, gateway and workers.
+pytestmark = pytest.mark.stack
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -31,9 +31,9 @@ from common.config import (
     EMULATOR_SECRET,
     EMULATOR_TEMPLATE_ID,
 )
-from wechat_adapter.emulator.app import EMULATOR_KEY, Emulator, EmulatorConfig, create_emulator_app
-from wechat_adapter.emulator.fields import check_value
-from wechat_adapter.emulator.tokens import FORCE_REFRESH_PER_DAY, TokenStore
+from wechat_emulator.app import EMULATOR_KEY, Emulator, EmulatorConfig, create_emulator_app
+from wechat_emulator.fields import check_value
+from wechat_emulator.tokens import FORCE_REFRESH_PER_DAY, TokenStore
 
 ROOT = Path(__file__).resolve().parents[1]
 Serve = Callable[[web.Application], Awaitable[TestServer]]  # the `serve` fixture: start an app on a free port
@@ -670,7 +670,7 @@ async def test_runs_as_a_process_and_stops_on_sigterm(http: aiohttp.ClientSessio
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "wechat_adapter.emulator",
+        "wechat_emulator",
         env={"EMULATOR_PORT": str(port), "PYTHONPATH": str(ROOT)},
         cwd=ROOT,
         stdout=asyncio.subprocess.DEVNULL,

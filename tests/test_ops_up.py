@@ -16,9 +16,14 @@ import pytest
 from stack import serving
 
 from ops.client import ApiClient, eventually
-from ops.services import SeaweedS3, free_port, free_port_block, pid_alive
+from ops.services.ports import free_port, free_port_block
+from ops.services.processes import pid_alive
+from ops.services.s3 import SeaweedS3
 from ops.up import EXIT_CONFIG, READY_LINE, REPO_ROOT
-from wechat_adapter.emulator.app import EMULATOR_KEY, EmulatorConfig, create_emulator_app
+from wechat_emulator.app import EMULATOR_KEY, EmulatorConfig, create_emulator_app
+
+# It starts real services and processes of its own.
+pytestmark = pytest.mark.stack
 
 
 def _stack_env(data_dir: Path) -> dict[str, str]:

@@ -13,18 +13,14 @@ import nats
 import pytest
 
 from ops.client import eventually
-from ops.services import (
-    ManagedProcess,
-    NatsServer,
-    PortInUse,
-    SeaweedS3,
-    ServiceError,
-    Stack,
-    ensure_port_free,
-    find_binary,
-    free_port,
-    pid_alive,
-)
+from ops.services.nats import NatsServer
+from ops.services.ports import PortInUse, ensure_port_free, free_port
+from ops.services.processes import ManagedProcess, ServiceError, find_binary, pid_alive
+from ops.services.s3 import SeaweedS3
+from ops.services.stack import Stack
+
+# It starts real services and processes of its own.
+pytestmark = pytest.mark.stack
 
 
 def _python(name: str, code: str, tmp_path: Path, **kwargs: object) -> ManagedProcess:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 
 from aiohttp import web
@@ -35,7 +34,7 @@ async def serve(settings: Settings) -> None:
 
 def main() -> None:
     settings = Settings.from_env()
-    configure_logging(settings.log_level, process="gateway", json=os.environ.get("LOG_FORMAT") == "json")
+    configure_logging(settings.log_level, process="gateway", json=settings.log_format == "json")
     asyncio.run(serve(settings))
 
 

@@ -13,9 +13,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,12 +25,12 @@ import aiohttp
 from common.logs import configure_logging
 from ops.bench import scenarios
 from ops.bench.harness import bench_stack
+from ops.bench.report import RESULTS_DIR, machine, ms, ratio, table
 from ops.bench.seed_baseline import server_kind
 from ops.samples import speech_sample
 
 log = logging.getLogger(__name__)
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RESULT_KEYS = ("meta", "pipeline_overhead", "throughput", "cache", "seed_baseline", "gateway_accept")
 
 
@@ -79,29 +76,6 @@ QUICK_PLAN = Plan(
     accept_n=20,
     accept_concurrency=8,
 )
-
-
-def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        memory = subprocess.run(["free", "-h"], capture_output=True, text=True, check=False).stdout.strip()
-    except OSError:
-        memory = ""
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu,
-        "memory": memory,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
 
 
 async def measure(plan: Plan, base_dir: Path, *, quick: bool) -> dict[str, Any]:
@@ -155,9 +129,9 @@ async def measure(plan: Plan, base_dir: Path, *, quick: bool) -> dict[str, Any]:
                 "n": seed["n"],
                 "seed": seed,
                 "voicerelay": {k: relay[k] for k in ("e2e_p50_s", "e2e_p99_s", "throughput_per_s")},
-                "latency_p50_ratio": _ratio(seed["e2e_p50_s"], relay["e2e_p50_s"]),
-                "latency_p99_ratio": _ratio(seed["e2e_p99_s"], relay["e2e_p99_s"]),
-                "throughput_ratio": _ratio(relay["throughput_per_s"], seed["throughput_per_s"]),
+                "latency_p50_ratio": ratio(seed["e2e_p50_s"], relay["e2e_p50_s"]),
+                "latency_p99_ratio": ratio(seed["e2e_p99_s"], relay["e2e_p99_s"]),
+                "throughput_ratio": ratio(relay["throughput_per_s"], seed["throughput_per_s"]),
             }
         )
     return {
@@ -178,22 +152,6 @@ async def measure(plan: Plan, base_dir: Path, *, quick: bool) -> dict[str, Any]:
     }
 
 
-def _ratio(a: float, b: float) -> float | None:
-    return round(a / b, 2) if b else None
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f}"
-
-
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(lines)
-
-
 def render(results: dict[str, Any]) -> str:
     """The results as plain-text aligned tables (times in milliseconds)."""
     out = []
@@ -206,8 +164,8 @@ def render(results: dict[str, Any]) -> str:
         table(
             ["clients", "n", "e2e p50", "e2e p99", "engine p50", "overhead p50", "overhead p99", "tasks/s"],
             [
-                [str(r["concurrency"]), str(r["n"]), _ms(r["e2e_p50_s"]), _ms(r["e2e_p99_s"]),
-                 _ms(r["engine_p50_s"]), _ms(r["overhead_p50_s"]), _ms(r["overhead_p99_s"]),
+                [str(r["concurrency"]), str(r["n"]), ms(r["e2e_p50_s"]), ms(r["e2e_p99_s"]),
+                 ms(r["engine_p50_s"]), ms(r["overhead_p50_s"]), ms(r["overhead_p99_s"]),
                  f"{r['throughput_per_s']:.1f}"]
                 for r in results["pipeline_overhead"]
             ],
@@ -220,7 +178,7 @@ def render(results: dict[str, Any]) -> str:
             ["workers", "n", "tasks/s", "e2e p50", "e2e p99"],
             [
                 [str(w), str(t[f"workers_{w}"]["n"]), f"{t[f'workers_{w}']['throughput_per_s']:.2f}",
-                 _ms(t[f"workers_{w}"]["e2e_p50_s"]), _ms(t[f"workers_{w}"]["e2e_p99_s"])]
+                 ms(t[f"workers_{w}"]["e2e_p50_s"]), ms(t[f"workers_{w}"]["e2e_p99_s"])]
                 for w in (1, 2)
             ],
         )
@@ -232,7 +190,7 @@ def render(results: dict[str, Any]) -> str:
         table(
             ["request", "HTTP", "p50", "p99"],
             [
-                [k, "/".join(map(str, c[f"{k}_statuses"])), _ms(c[f"{k}_p50_s"]), _ms(c[f"{k}_p99_s"])]
+                [k, "/".join(map(str, c[f"{k}_statuses"])), ms(c[f"{k}_p50_s"]), ms(c[f"{k}_p99_s"])]
                 for k in ("fresh", "repeat")
             ],
         )
@@ -246,8 +204,8 @@ def render(results: dict[str, Any]) -> str:
              "seed tasks/s", "VR tasks/s", "VR/seed tput"],
             [
                 [str(r["concurrency"]), str(r["n"]),
-                 _ms(r["seed"]["e2e_p50_s"]), _ms(r["voicerelay"]["e2e_p50_s"]),
-                 f"{r['latency_p50_ratio']}x", _ms(r["seed"]["e2e_p99_s"]), _ms(r["voicerelay"]["e2e_p99_s"]),
+                 ms(r["seed"]["e2e_p50_s"]), ms(r["voicerelay"]["e2e_p50_s"]),
+                 f"{r['latency_p50_ratio']}x", ms(r["seed"]["e2e_p99_s"]), ms(r["voicerelay"]["e2e_p99_s"]),
                  f"{r['latency_p99_ratio']}x", f"{r['seed']['throughput_per_s']:.1f}",
                  f"{r['voicerelay']['throughput_per_s']:.1f}", f"{r['throughput_ratio']}x"]
                 for r in s["rows"]
@@ -261,7 +219,7 @@ def render(results: dict[str, Any]) -> str:
         table(
             ["n", "statuses", "accepted/s", "p50 ms", "p99 ms"],
             [[str(a["n"]), " ".join(f"{k}:{v}" for k, v in sorted(a["statuses"].items())),
-              f"{a['accepted_per_s']:.1f}", _ms(a["accept_p50_s"]), _ms(a["accept_p99_s"])]],
+              f"{a['accepted_per_s']:.1f}", ms(a["accept_p50_s"]), ms(a["accept_p99_s"])]],
         )
     )  # fmt: skip
     return "\n".join(out)

@@ -1,12 +1,13 @@
 """The stack a benchmark runs against: NATS, SeaweedFS, the WeChat emulator, the gateway and workers,
 all as child processes on free ports in a temp dir (the benchmark process only generates load), plus
-the seed baseline server. Every child is owned by one `ops.services.Stack` or the worker list and is
+the seed baseline server. Every child is owned by one `ops.services.stack.Stack` or the worker list and is
 stopped when `bench_stack()` exits, however it exits."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -14,20 +15,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.config import Settings
 from events.bus import EventBus
 from events.names import EventType
 from events.replay import follow_events
-from ops.services import (
-    LOCALHOST,
-    ManagedProcess,
-    NatsServer,
-    SeaweedS3,
-    Stack,
-    free_port,
-    http_probe,
-    python_service,
-    stop_all,
-)
+from ops.services.nats import NatsServer
+from ops.services.ports import free_port
+from ops.services.processes import LOCALHOST, ManagedProcess, http_probe, python_service, stop_all
+from ops.services.s3 import SeaweedS3
+from ops.services.stack import Stack
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +37,7 @@ STOP_TIMEOUT_S = 45.0
 @dataclass
 class BenchStack:
     gateway_url: str
-    env: dict[str, str]  # the CONTRACT §2 environment every service of this stack gets
+    env: dict[str, str]  # the configuration (Settings.to_env) every service of this stack gets
     log_dir: Path
     bus: EventBus  # the benchmark's own connection: it reads completed events for engine time
     synthesis_s: dict[str, float] = field(default_factory=dict)  # task_id -> engine seconds
@@ -122,32 +118,36 @@ async def bench_stack(base_dir: Path, *, queue_max_pending: int = 10_000) -> Asy
         await children.start(s3)
         gateway_port, emulator_port = free_port(), free_port()
         gateway_url = f"http://{LOCALHOST}:{gateway_port}"
-        env = dict(
-            os.environ,
-            NATS_URL=nats.url or "",
-            S3_ENDPOINT=s3.endpoint,
-            S3_ACCESS_KEY=s3.access_key,
-            S3_SECRET_KEY=s3.secret_key,
-            S3_BUCKET=BUCKET,
-            S3_SECURE="false",
-            WECHAT_API_BASE=f"http://{LOCALHOST}:{emulator_port}",
-            EMULATOR_PORT=str(emulator_port),
-            WECHAT_PUSH_URL=f"{gateway_url}/wechat/push",
-            GATEWAY_PORT=str(gateway_port),
-            PUBLIC_BASE_URL=gateway_url,
-            SESSION_SECRET="voicerelay-bench-session-secret",
+        settings = dataclasses.replace(
+            Settings.from_env(),
+            nats_urls=(nats.url or "",),
+            s3_endpoint=s3.endpoint,
+            s3_access_key=s3.access_key,
+            s3_secret_key=s3.secret_key,
+            s3_bucket=BUCKET,
+            s3_secure=False,
+            wechat_api_base=f"http://{LOCALHOST}:{emulator_port}",
+            gateway_port=gateway_port,
+            public_base_url=gateway_url,
+            session_secret="voicerelay-bench-session-secret",
             # One benchmark user sends every request: the per-user limit must not be what is measured.
-            RATE_LIMIT_PER_MINUTE="1000000",
-            QUEUE_MAX_PENDING=str(queue_max_pending),
-            WORKER_METRICS_PORT=str(free_port()),
-            ENGINE_DELAY_S="0",
-            LOG_LEVEL="INFO",
-            PYTHONUNBUFFERED="1",
+            rate_limit_per_minute=1_000_000,
+            queue_max_pending=queue_max_pending,
+            worker_metrics_port=free_port(),
+            engine_delay_s=0.0,
+            log_level="INFO",
         )
+        env = {
+            **os.environ,
+            **settings.to_env(),
+            "EMULATOR_PORT": str(emulator_port),
+            "WECHAT_PUSH_URL": f"{gateway_url}/wechat/push",
+            "PYTHONUNBUFFERED": "1",
+        }
         await children.start(
             python_service(
                 "emulator",
-                "wechat_adapter.emulator",
+                "wechat_emulator",
                 env,
                 log_dir / "emulator.log",
                 port=emulator_port,

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from ops.bench.harness import BenchStack
+from ops.bench.report import percentile, summary
 from ops.client import ApiClient
 
 SENTENCE = "今天天气很好，我们一起去公园散步吧。"
@@ -38,25 +39,6 @@ class Texts:
     def take(self, n: int) -> list[str]:
         start, self._next = self._next, self._next + n
         return [f"第{i:04d}句。{SENTENCE}" for i in range(start, start + n)]
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100), linear between closest ranks (numpy's default)."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def summary(values: Sequence[float], prefix: str) -> dict[str, float]:
-    return {
-        f"{prefix}_p50_s": round(percentile(values, 50), 4),
-        f"{prefix}_p99_s": round(percentile(values, 99), 4),
-        f"{prefix}_mean_s": round(sum(values) / len(values), 4) if values else float("nan"),
-    }
 
 
 @dataclass

@@ -3,9 +3,9 @@
 A Flask `/tts` endpoint (a stdlib `http.server` one when Flask is not installed) that, per request,
 writes the base64 prompt audio to a temp file and runs the engine in a fresh subprocess with a 30 s
 timeout: the `subprocess.run(["bash", "run.sh", ...])` pattern, with `python -c` in place of run.sh.
-Every request therefore pays interpreter start, imports and engine load (DESIGN.md: "a model re-loaded
-per request"). Output names are uuids, not the article's per-second timestamps, so concurrent requests
-do not overwrite each other's audio: the baseline is measured without that bug.
+Every request therefore pays interpreter start, imports and engine load (the known failure "a model
+re-loaded per request"). Output names are uuids, not the article's per-second timestamps, so concurrent
+requests do not overwrite each other's audio: the baseline is measured without that bug.
 
 Run: `python -m ops.bench.seed_baseline --port 5000 --workdir /tmp/seed`.
 """
@@ -34,7 +34,8 @@ ENGINE_SCRIPT = """
 import sys
 from pathlib import Path
 from common.audio import decode_audio, encode_audio
-from synth_worker.engines import SynthesisRequest, load_engine
+from synth_worker.engines.base import SynthesisRequest
+from synth_worker.engines.registry import load_engine
 from synth_worker.worker import load_speaker_encoder
 text, prompt_path, output_path = sys.argv[1:4]
 load_speaker_encoder()

@@ -23,8 +23,8 @@ import numpy as np
 
 from common.audio import Pcm, encode_audio
 from common.logs import configure_logging
-from ops.bench.cli import RESULTS_DIR, machine, table
-from ops.bench.scenarios import BenchError, percentile
+from ops.bench.report import RESULTS_DIR, machine, percentile, table
+from ops.bench.scenarios import BenchError
 from ops.samples import speech
 from synth_worker.engines.base import SynthesisRequest
 from synth_worker.engines.espeak import EspeakEngine

@@ -1,4 +1,4 @@
-"""`python -m wechat_adapter.emulator`: serve the WeChat emulator until SIGINT or SIGTERM.
+"""`python -m wechat_emulator`: serve the WeChat emulator until SIGINT or SIGTERM.
 
 Environment (read once, here): EMULATOR_HOST (127.0.0.1), EMULATOR_PORT (8090), WECHAT_PUSH_URL
 (http://127.0.0.1:8080/wechat/push), WECHAT_APPID / WECHAT_SECRET / WECHAT_PUSH_TOKEN /
@@ -26,9 +26,9 @@ from common.config import (
     EMULATOR_TEMPLATE_ID,
 )
 from common.logs import configure_logging
-from wechat_adapter.emulator.app import EmulatorConfig, create_emulator_app
+from wechat_emulator.app import EmulatorConfig, create_emulator_app
 
-log = logging.getLogger("wechat_adapter.emulator")
+log = logging.getLogger("wechat_emulator")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8090

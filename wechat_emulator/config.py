@@ -12,7 +12,7 @@ from common.config import (
     EMULATOR_SECRET,
     EMULATOR_TEMPLATE_ID,
 )
-from wechat_adapter.emulator.fields import FIELD_TYPES
+from wechat_emulator.fields import FIELD_TYPES
 
 PUSH_MODES = frozenset({"plain", "safe"})
 PUSH_FORMATS = frozenset({"json", "xml"})

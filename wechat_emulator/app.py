@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from wechat_adapter.emulator.api import add_wechat_routes
-from wechat_adapter.emulator.config import EmulatorConfig
-from wechat_adapter.emulator.control import add_control_routes
-from wechat_adapter.emulator.records import PushAttempt, RecordedCall, Verdict
-from wechat_adapter.emulator.state import API_NAMES, EMULATOR_KEY, Emulator
+from wechat_emulator.api import add_wechat_routes
+from wechat_emulator.config import EmulatorConfig
+from wechat_emulator.control import add_control_routes
+from wechat_emulator.records import PushAttempt, RecordedCall, Verdict
+from wechat_emulator.state import API_NAMES, EMULATOR_KEY, Emulator
 
 __all__ = [
     "API_NAMES",

@@ -1,4 +1,4 @@
-"""How WeChat signs, encrypts and serialises a message push (DESIGN.md "WeChat facts").
+"""How WeChat signs, encrypts and serialises a message push (per WeChat's message-push docs).
 
 Every push carries `signature = sha1(sorted([token, timestamp, nonce]))`, `timestamp` and `nonce`
 in the query. Safe mode adds `encrypt_type=aes` and `msg_signature = sha1(sorted([token, timestamp,
@@ -19,7 +19,7 @@ from typing import Any
 
 from wechatpy.crypto import PrpCrypto, WeChatCrypto
 
-from wechat_adapter.emulator.config import EmulatorConfig
+from wechat_emulator.config import EmulatorConfig
 
 
 @dataclass(frozen=True)

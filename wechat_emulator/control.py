@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from wechat_adapter.emulator.state import EMULATOR_KEY, Emulator
+from wechat_emulator.state import EMULATOR_KEY, Emulator
 
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -15,11 +15,11 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from wechat_adapter.emulator.codes import WeChatError, new_rid
-from wechat_adapter.emulator.config import EmulatorConfig
-from wechat_adapter.emulator.media import MediaJob, MediaPipeline
-from wechat_adapter.emulator.records import PushAttempt, RecordedCall, Verdict
-from wechat_adapter.emulator.tokens import TokenStore
+from wechat_emulator.codes import WeChatError, new_rid
+from wechat_emulator.config import EmulatorConfig
+from wechat_emulator.media import MediaJob, MediaPipeline
+from wechat_emulator.records import PushAttempt, RecordedCall, Verdict
+from wechat_emulator.tokens import TokenStore
 
 # The names `script_error` and `set_latency` take, one per emulated endpoint.
 API_NAMES: Final = frozenset(

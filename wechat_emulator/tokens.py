@@ -1,6 +1,6 @@
 """Access tokens as WeChat hands them out: the stable pool and the classic, self-invalidating pool.
 
-Rules emulated (DESIGN.md "WeChat facts", getStableAccessToken docs):
+Rules emulated (WeChat's getAccessToken and getStableAccessToken docs):
 - stable_token in normal mode returns the same token until five minutes before expiry, then a new
   one while the old stays valid until it expires;
 - force_refresh revokes the current stable token; a second one within 30 s does not refresh (the
@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import Callable
 
-from wechat_adapter.emulator.codes import WeChatError
+from wechat_emulator.codes import WeChatError
 
 TOKEN_TTL_S = 7200
 EARLY_RENEW_S = 300

@@ -17,19 +17,20 @@ from typing import Any
 
 from aiohttp import web
 
-from wechat_adapter.emulator.codes import WeChatError, new_rid
-from wechat_adapter.emulator.config import EmulatorConfig
-from wechat_adapter.emulator.fields import check_value, has_control_chars
-from wechat_adapter.emulator.records import RecordedCall
-from wechat_adapter.emulator.state import EMULATOR_KEY, Emulator
+from common import vocabulary
+from wechat_emulator.codes import WeChatError, new_rid
+from wechat_emulator.config import EmulatorConfig
+from wechat_emulator.fields import check_value, has_control_chars
+from wechat_emulator.records import RecordedCall
+from wechat_emulator.state import EMULATOR_KEY, Emulator
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 2500  # msgSecCheck's documented limit; longer text is 45002
 SCENES = range(1, 5)  # 1 profile, 2 comment, 3 forum, 4 social log
 MEDIA_TYPES = (1, 2)  # 1 audio, 2 image
-MINIPROGRAM_STATES = frozenset({"formal", "trial", "developer"})
-LANGS = frozenset({"zh_CN", "en_US", "zh_HK", "zh_TW"})
+MINIPROGRAM_STATES = vocabulary.MINIPROGRAM_STATES
+LANGS = vocabulary.WECHAT_LANGS
 
 Handler = Callable[[Emulator, RecordedCall], Awaitable[dict[str, Any]]]
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -16,9 +16,9 @@ from typing import Any
 
 import aiohttp
 
-from wechat_adapter.emulator.config import EmulatorConfig
-from wechat_adapter.emulator.push import PushEncoder, sha1_signature
-from wechat_adapter.emulator.records import PushAttempt, RecordedCall, Verdict
+from wechat_emulator.config import EmulatorConfig
+from wechat_emulator.push import PushEncoder, sha1_signature
+from wechat_emulator.records import PushAttempt, RecordedCall, Verdict
 
 log = logging.getLogger(__name__)
 
