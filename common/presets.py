@@ -1,6 +1,7 @@
 """The published style presets: what `instruct` may name, and how engines phrase it.
 
-CosyVoice3's official instructions cover 17 dialects, emotions, speed and volume (DESIGN.md).
+CosyVoice3's official instructions (upstream's `instruct_list`) cover 17 dialects, emotions, speed and
+volume.
 Only these ids are accepted, so user text never becomes prompt markup.
 """
 

@@ -1,4 +1,4 @@
-"""The versioned event envelope of CONTRACT §4 and its JSON form."""
+"""The versioned envelope every event on the stream carries, and its JSON form (docs/ARCHITECTURE.md)."""
 
 from __future__ import annotations
 

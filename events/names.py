@@ -9,7 +9,7 @@ STREAM_SUBJECTS = ("tts.>",)
 
 
 class EventType(StrEnum):
-    """Event types double as subjects: `tts.<entity>.<event>` (CONTRACT §4)."""
+    """Event types double as subjects: `tts.<entity>.<event>`, all captured by STREAM (`tts.>`)."""
 
     VOICE_UPLOADED = "tts.voice.uploaded"
     VOICE_REVIEWED = "tts.voice.reviewed"

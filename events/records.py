@@ -30,7 +30,8 @@ class VoiceStatus(StrEnum):
 
 
 class ErrorInfo(msgspec.Struct, frozen=True):
-    """A stable snake_case code and a zh-CN message fit for a toast (CONTRACT §3)."""
+    """A stable snake_case code and a zh-CN message fit for a toast: a failed task's `error` in the API
+    (/openapi.json)."""
 
     code: str
     message: str

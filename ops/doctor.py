@@ -17,8 +17,8 @@ from common.config import EMULATOR_SECRET, Settings
 from events import names
 from events.bus import CONSUMERS, DEADLETTER_CONSUMERS, KV_BUCKETS, EventBus
 from storage.objects import ObjectStore, StorageError
-from synth_worker.engines.base import probe_engine
-from wechat_adapter.subscribe_message import TemplateMapping
+from synth_worker.engines.registry import probe_engine
+from wechat_adapter.wechat.subscribe_message import TemplateMapping
 
 _TIMEOUT_S = 5.0
 _APPID = re.compile(r"wx[0-9a-f]{16}")

@@ -18,8 +18,10 @@ from pathlib import Path
 from common.audio import AudioError, Pcm, decode_audio, encode_audio, resample
 from common.config import Settings
 from common.presets import PRESETS_BY_ID
-from synth_worker.engines.base import Engine, EngineError, SynthesisRequest
+from common.vocabulary import CROSS_LINGUAL, INSTRUCT, ZERO_SHOT
+from synth_worker.engines.base import Engine, SynthesisRequest
 from synth_worker.engines.cosyvoice3 import PROMPT_RATE_HZ, CosyVoice3Engine
+from synth_worker.engines.errors import EngineError
 
 DEFAULT_TEXT = "收到好友从远方寄来的生日礼物，那份意外的惊喜让我心中充满了快乐。笑容如花儿般绽放。"
 DEFAULT_CROSS_LINGUAL_TEXT = "This is my own voice, speaking English for the first time."
@@ -80,10 +82,10 @@ def smoke_cases(
         )
 
     return [
-        Case("zero_shot", request(text, "zero_shot")),
-        Case("zero_shot_registered", request(text, "zero_shot")),
-        Case("cross_lingual", request(cross_lingual_text, "cross_lingual")),
-        *(Case(f"instruct_{preset}", request(text, "instruct", preset)) for preset in presets),
+        Case("zero_shot", request(text, ZERO_SHOT)),
+        Case("zero_shot_registered", request(text, ZERO_SHOT)),
+        Case("cross_lingual", request(cross_lingual_text, CROSS_LINGUAL)),
+        *(Case(f"instruct_{preset}", request(text, INSTRUCT, preset)) for preset in presets),
     ]
 
 

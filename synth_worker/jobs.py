@@ -34,17 +34,13 @@ from events.consumer import DeadLetter
 from events.envelope import Envelope
 from events.names import EventType
 from events.records import ErrorInfo, TaskRecord, TaskStatus
+from events.retry import RetryPolicy
 from events.state import SharedState
 from events.task_events import completed_event, failed_event, started_event, task_event
 from storage.keys import output_key
 from storage.objects import ObjectNotFound, ObjectStore
-from synth_worker.engines.base import (
-    Engine,
-    EngineInputError,
-    ProfileRejected,
-    SynthesisRequest,
-    adapts_to_speaker,
-)
+from synth_worker.engines.base import Engine, SynthesisRequest, adapts_to_speaker
+from synth_worker.engines.errors import EngineInputError, ProfileRejected
 from synth_worker.metrics import WorkerMetrics
 from synth_worker.speaker.embedding import SpeakerEncoder, cosine
 from synth_worker.speaker.profiles import Profile, ProfileCache, ProfileKey, ProfileSource
@@ -53,9 +49,10 @@ log = logging.getLogger(__name__)
 
 # Transient failures are retried after 1, 2, 4, 8, 8, … s (delivery 1, 2, 3, …). With the worker
 # consumer's 10 deliveries that spans about a minute: an S3 restart or a busy engine is ridden out, and
-# once the cause is gone a job waits at most 8 s for its next try.
-RETRY_FIRST_DELAY_S = 1.0
-RETRY_MAX_DELAY_S = 8.0
+# once the cause is gone a job waits at most 8 s for its next try. The last delivery fails the task.
+RETRY = RetryPolicy(
+    first_delay_s=1.0, max_delay_s=8.0, give_up_after=consumer_spec(names.WORKER_CONSUMER).max_deliver
+)
 AIGC_PROVIDER = "VoiceRelay"
 
 SYNTHESIS_FAILED = ErrorInfo("synthesis_failed", "语音合成失败，请换一段文字再试")
@@ -111,7 +108,7 @@ def render(engine: Engine, request: SynthesisRequest, audio_format: str, task_id
 
 def retry_delay_s(num_delivered: int) -> float:
     """How long a transiently failed job waits before its next delivery: doubling, capped."""
-    return min(RETRY_FIRST_DELAY_S * 2.0 ** max(num_delivered - 1, 0), RETRY_MAX_DELAY_S)
+    return RETRY.delay_s(num_delivered)
 
 
 @contextlib.asynccontextmanager
@@ -163,7 +160,7 @@ class JobRunner:
         spec = consumer_spec(names.WORKER_CONSUMER)
         # Three beats per ack_wait: one lost beat never costs the job.
         self._heartbeat_s = spec.ack_wait_s / 3 if heartbeat_s is None else heartbeat_s
-        self._max_deliver = spec.max_deliver
+        self._retry = RETRY
 
     async def __call__(self, event: Envelope, msg: Msg) -> None:
         with log_context(trace_id=event.trace_id, task_id=event.task_id):
@@ -171,7 +168,7 @@ class JobRunner:
 
     async def _run(self, event: Envelope, msg: Msg) -> None:
         owner, task_id = event.openid, event.task_id or ""
-        task = await self._state.tasks.get(f"{owner}.{task_id}")
+        task = await self._state.tasks.get(owner, task_id)
         if task is None:
             log.warning("task %s not found; dropping its job", task_id)
             await msg.ack()
@@ -204,11 +201,11 @@ class JobRunner:
         except Exception as exc:
             # Transient (S3 down, an engine hiccup): hand the job back with a delay. On the last
             # delivery the task fails with a reason, so it is never left "running" forever.
-            if msg.metadata.num_delivered >= self._max_deliver:
+            if self._retry.gives_up(msg.metadata.num_delivered):
                 log.exception("task %s failed on its last delivery", task_id)
                 await self._fail(task, GAVE_UP, msg)
                 return
-            delay_s = retry_delay_s(msg.metadata.num_delivered)
+            delay_s = self._retry.delay_s(msg.metadata.num_delivered)
             log.warning("task %s: %s; retrying in %.0f s", task_id, exc, delay_s)
             await msg.nak(delay=delay_s)
             return
@@ -242,7 +239,7 @@ class JobRunner:
         """
         event = letter.event
         owner, task_id = event.openid, event.task_id or ""
-        task = await self._state.tasks.get(f"{owner}.{task_id}")
+        task = await self._state.tasks.get(owner, task_id)
         if task is None or task.status == TaskStatus.REJECTED:
             await msg.ack()
             return

@@ -14,10 +14,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from common.config import Settings
 from events import names
 from events.bus import EventBus
-from events.consumer import ConsumerLoop, consuming, consuming_dead_letters
+from events.consumer import dead_letter_consumer, event_consumer
 from events.state import SharedState
+from events.supervision import Supervisor, shutdown_executor
 from storage.objects import ObjectStore
-from synth_worker.engines.base import DelayedEngine, Engine, load_engine
+from synth_worker.engines.base import DelayedEngine, Engine
+from synth_worker.engines.registry import load_engine
 from synth_worker.jobs import JobRunner
 from synth_worker.metrics import WorkerMetrics
 from synth_worker.speaker.embedding import SpeakerEncoder, shared_encoder
@@ -70,10 +72,6 @@ def load_speaker_encoder() -> SpeakerEncoder | None:
         return None
 
 
-class ConsumerStopped(RuntimeError):
-    """A consumer loop ended while the worker was meant to run (a bug, or NATS gone for good)."""
-
-
 async def run_worker(
     settings: Settings,
     stop: asyncio.Event,
@@ -88,23 +86,28 @@ async def run_worker(
     On stop: fetch nothing more, give the job in hand up to `grace_s` to finish, else hand it back
     (nak, so another worker takes it at once), then drain the NATS connection and release the engine.
     """
-    # One engine per process and one job at a time: models are not safe to share across threads.
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
-    loop = asyncio.get_running_loop()
-    if engine is None:
-        engine = await loop.run_in_executor(
-            executor, lambda: load_engine(settings.tts_engine, model_dir=settings.cosyvoice_model_dir)
-        )
-    if settings.engine_delay_s > 0:
-        engine = DelayedEngine(engine, settings.engine_delay_s)
-        log.warning("every synthesis is delayed by %.1f s (ENGINE_DELAY_S)", settings.engine_delay_s)
-    log.info("engine %s %s loaded", engine.name, engine.version)
-    # Loaded with the engine, not in the first task: it takes seconds (torch, a numba warm-up).
-    speaker_encoder = await loop.run_in_executor(executor, load_speaker_encoder)
-    bus = await EventBus.connect(settings.nats_urls, name="voicerelay-worker")
-    store = ObjectStore.from_settings(settings)
-    metrics = WorkerMetrics()
-    try:
+    # Each resource is entered right after it is made, so whatever start-up step fails (no engine, NATS
+    # unreachable), everything made before it is released again, in reverse order.
+    async with contextlib.AsyncExitStack() as resources:
+        # One engine per process and one job at a time: models are not safe to share across threads.
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        resources.push_async_callback(shutdown_executor, executor)
+        loop = asyncio.get_running_loop()
+        if engine is None:
+            engine = await loop.run_in_executor(
+                executor, lambda: load_engine(settings.tts_engine, model_dir=settings.cosyvoice_model_dir)
+            )
+        if settings.engine_delay_s > 0:
+            engine = DelayedEngine(engine, settings.engine_delay_s)
+            log.warning("every synthesis is delayed by %.1f s (ENGINE_DELAY_S)", settings.engine_delay_s)
+        log.info("engine %s %s loaded", engine.name, engine.version)
+        # Loaded with the engine, not in the first task: it takes seconds (torch, a numba warm-up).
+        speaker_encoder = await loop.run_in_executor(executor, load_speaker_encoder)
+        bus = await EventBus.connect(settings.nats_urls, name="voicerelay-worker")
+        resources.push_async_callback(bus.close)
+        store = ObjectStore.from_settings(settings)
+        resources.callback(store.close)
+        metrics = WorkerMetrics()
         await bus.ensure_topology(audit_max_age_s=settings.audit_max_age_s, replicas=settings.nats_replicas)
         await store.ensure_bucket()
         runner = JobRunner(
@@ -116,44 +119,24 @@ async def run_worker(
             metrics=metrics,
             speaker_encoder=speaker_encoder,
         )
-        async with contextlib.AsyncExitStack() as stack:
-            if serve_health:
-                await stack.enter_async_context(health_server(settings, metrics, bus))
-            # Jobs that ran out of deliveries (names.DEADLETTER_STREAM). Entered first so that it stops
-            # last: the job in hand is finished or handed back while dead letters are still handled.
-            dead_letters = await stack.enter_async_context(
-                consuming_dead_letters(bus, names.WORKER_DEADLETTER_CONSUMER, runner.dead_letter)
-            )
-            jobs = await stack.enter_async_context(
-                consuming(bus, names.WORKER_CONSUMER, runner, grace_s=grace_s)
-            )
-            log.info("worker ready")
-            if ready is not None:
-                ready.set()
-            await _until_stopped(stop, jobs, dead_letters)
-            log.info("worker stopping: finishing the job in hand")
-    finally:
-        await bus.close()
-        store.close()
-        # A job cancelled past the grace period may still run in the engine thread; wait for it off the
-        # event loop, so whatever else shares the loop keeps going meanwhile.
-        await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
-        log.info("worker stopped")
-
-
-async def _until_stopped(stop: asyncio.Event, *loops: ConsumerLoop) -> None:
-    """Wait for `stop`; raise ConsumerStopped if a loop ends first, so the process exits and is restarted
-    instead of idling with no consumer."""
-    stopped = asyncio.create_task(stop.wait(), name="worker-stop")
-    tasks = {loop.task for loop in loops if loop.task is not None}
-    try:
-        await asyncio.wait({stopped, *tasks}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await stopped
-    if stop.is_set():
-        return
-    ended = next(task for task in tasks if task.done())
-    reason = ended.exception() if not ended.cancelled() else None
-    raise ConsumerStopped(f"{ended.get_name()} ended: {reason!r}") from reason
+        if serve_health:
+            await resources.enter_async_context(health_server(settings, metrics, bus))
+        supervisor = await resources.enter_async_context(Supervisor("worker"))
+        # Jobs that ran out of deliveries (names.DEADLETTER_STREAM). Started first so that it stops
+        # last: the job in hand is finished or handed back while dead letters are still handled.
+        supervisor.start(
+            names.WORKER_DEADLETTER_CONSUMER,
+            dead_letter_consumer(bus, names.WORKER_DEADLETTER_CONSUMER, runner.dead_letter).run,
+            grace_s=grace_s,
+        )
+        supervisor.start(
+            names.WORKER_CONSUMER, event_consumer(bus, names.WORKER_CONSUMER, runner).run, grace_s=grace_s
+        )
+        log.info("worker ready")
+        if ready is not None:
+            ready.set()
+        # A consumer that ends first raises WorkEnded: the process exits and is restarted instead of
+        # idling with no consumer.
+        await supervisor.watch(stop)
+        log.info("worker stopping: finishing the job in hand")
+    log.info("worker stopped")

@@ -24,14 +24,7 @@ from common.presets import PRESETS
 from ops import cli, gpu_smoke
 from ops.gpu_smoke import run_cases, smoke_cases
 from synth_worker.engines import cosyvoice3
-from synth_worker.engines.base import (
-    EngineError,
-    EngineInputError,
-    EngineUnavailable,
-    SynthesisRequest,
-    load_engine,
-    probe_engine,
-)
+from synth_worker.engines.base import SynthesisRequest
 from synth_worker.engines.cosyvoice3 import MODEL_FILES, CosyVoice3Engine, missing_model_files
 from synth_worker.engines.cosyvoice_prompts import (
     chunk_weight,
@@ -41,6 +34,8 @@ from synth_worker.engines.cosyvoice_prompts import (
     strip_special_tokens,
     zero_shot_prompt_text,
 )
+from synth_worker.engines.errors import EngineError, EngineInputError, EngineUnavailable
+from synth_worker.engines.registry import load_engine, probe_engine
 
 PREFIX = "You are a helpful assistant.<|endofprompt|>"
 TRANSCRIPT = "希望你以后能够做的比我还好呦。"

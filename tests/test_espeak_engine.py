@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from common.audio import CONTENT_TYPES, Pcm, decode_audio, encode_audio, rms_dbfs
-from synth_worker.engines import EngineInputError, EngineUnavailable, SynthesisRequest, load_engine
+from synth_worker.engines.base import SynthesisRequest
+from synth_worker.engines.errors import EngineInputError, EngineUnavailable
 from synth_worker.engines.espeak import EspeakEngine, choose_voice, strip_markup
+from synth_worker.engines.registry import load_engine
 
 MANDARIN_SHORT = "今天天气很好。"
 MANDARIN_LONG = "今天天气很好，我们一起去公园散步吧。公园里有很多花，还有一个很大的湖。"

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from common.audio import Pcm, resample, rms_dbfs
-from synth_worker.engines.base import EngineInputError, SynthesisRequest, adapts_to_speaker
+from synth_worker.engines.base import SynthesisRequest, adapts_to_speaker
+from synth_worker.engines.errors import EngineInputError
 from synth_worker.engines.espeak import EspeakEngine
 from synth_worker.speaker import variants
 from synth_worker.speaker.adaptation import (

@@ -1,21 +1,5 @@
-"""Speech engines behind one interface: `espeak` (CPU, development and CI) and `cosyvoice3` (GPU)."""
+"""Speech engines behind one interface: `espeak` (CPU, development and CI) and `cosyvoice3` (GPU).
 
-from synth_worker.engines.base import (
-    DelayedEngine,
-    Engine,
-    EngineError,
-    EngineInputError,
-    EngineUnavailable,
-    SynthesisRequest,
-    load_engine,
-)
-
-__all__ = [
-    "DelayedEngine",
-    "Engine",
-    "EngineError",
-    "EngineInputError",
-    "EngineUnavailable",
-    "SynthesisRequest",
-    "load_engine",
-]
+`base` holds the request and the Engine protocol, `errors` what engines raise, and `registry` the
+one place an engine is chosen by name (`load_engine`, `probe_engine`).
+"""

@@ -1,7 +1,7 @@
-"""The interface between the worker and a speech engine, and the one place engines are chosen.
+"""The interface between the worker and a speech engine: the request, the Engine protocol, wrappers.
 
-An engine is loaded once per process and called one request at a time from the worker's
-single-thread executor: models and C libraries keep state that is not safe to share.
+An engine is loaded once per process (synth_worker.engines.registry) and called one request at a time
+from the worker's single-thread executor: models and C libraries keep state that is not safe to share.
 """
 
 from __future__ import annotations
@@ -13,25 +13,8 @@ from typing import Protocol
 
 from common.audio import Pcm
 from common.presets import PRESETS_BY_ID
-
-MODES = frozenset({"zero_shot", "instruct", "cross_lingual"})
-ENGINE_NAMES = ("espeak", "cosyvoice3")
-
-
-class EngineError(Exception):
-    """Synthesis failed."""
-
-
-class EngineInputError(EngineError):
-    """This input can never succeed (a poison job): fail the task, do not retry it."""
-
-
-class ProfileRejected(EngineInputError):
-    """The speaker profile passed in is unusable (corrupt, or from another analysis): analyse again."""
-
-
-class EngineUnavailable(EngineError):
-    """The engine cannot start: a library or model is missing or broken."""
+from common.vocabulary import INSTRUCT, MODES
+from synth_worker.engines.errors import EngineInputError
 
 
 @dataclass(frozen=True)
@@ -55,7 +38,7 @@ class SynthesisRequest:
             raise EngineInputError("text is empty")
         if self.mode not in MODES:
             raise EngineInputError(f"unknown mode {self.mode!r}; expected one of {sorted(MODES)}")
-        if (self.mode == "instruct") != (self.instruct is not None):
+        if (self.mode == INSTRUCT) != (self.instruct is not None):
             raise EngineInputError("mode 'instruct' needs a preset, and only it takes one")
         if self.instruct is not None and self.instruct not in PRESETS_BY_ID:
             raise EngineInputError(f"unknown preset {self.instruct!r}")
@@ -110,37 +93,3 @@ class DelayedEngine:
     def synthesize(self, request: SynthesisRequest) -> Pcm:
         time.sleep(self.delay_s)
         return self.inner.synthesize(request)
-
-
-def load_engine(name: str, *, model_dir: str | None = None) -> Engine:
-    """Start the named engine (slow: run it in the engine's executor, once per process).
-
-    Engine modules are imported here, not at the top, so a CPU worker never imports torch.
-    Raises EngineUnavailable with a message fit for the operator.
-    """
-    if name == "espeak":  # model_dir is not used: espeak's data ships in its wheel
-        try:
-            from synth_worker.engines.espeak import EspeakEngine
-        except ImportError as exc:
-            raise EngineUnavailable(f"espeak engine cannot be imported: {exc}") from exc
-        return EspeakEngine()
-    if name == "cosyvoice3":  # imports torch and the upstream CosyVoice code only when loading
-        from synth_worker.engines.cosyvoice3 import CosyVoice3Engine
-
-        return CosyVoice3Engine.load(model_dir)
-    raise EngineUnavailable(f"unknown engine {name!r}; expected one of {list(ENGINE_NAMES)}")
-
-
-def probe_engine(name: str, *, model_dir: str | None = None) -> str:
-    """Whether the named engine could start, without loading a model onto a GPU (for `ops doctor`).
-
-    Returns a one-line description; raises EngineUnavailable as load_engine would.
-    """
-    if name == "cosyvoice3":
-        from synth_worker.engines.cosyvoice3 import check_model_dir, import_upstream
-
-        directory = check_model_dir(model_dir)
-        import_upstream()
-        return f"cosyvoice3: model files complete in {directory}, CosyVoice code importable (not loaded)"
-    engine = load_engine(name, model_dir=model_dir)
-    return f"{engine.name} {engine.version}, {engine.sample_rate_hz} Hz"

@@ -1,4 +1,4 @@
-"""The GPU engine: Fun-CosyVoice3-0.5B through the official CosyVoice code (DESIGN.md, "CosyVoice3 facts").
+"""The GPU engine: Fun-CosyVoice3-0.5B through the official CosyVoice code (docs/COSYVOICE3.md).
 
 The upstream code is not a package: a pinned checkout and its `third_party/Matcha-TTS` go on
 PYTHONPATH, and are imported only in `CosyVoice3Engine.load`, so everything else runs without them.
@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from common.audio import Pcm, encode_audio, resample
-from synth_worker.engines.base import EngineError, EngineInputError, EngineUnavailable, SynthesisRequest
+from common.vocabulary import COSYVOICE3, CROSS_LINGUAL, INSTRUCT, ZERO_SHOT
+from synth_worker.engines.base import SynthesisRequest
 from synth_worker.engines.cosyvoice_prompts import (
     MAX_CHUNK_WEIGHT,
     cross_lingual_tts_text,
@@ -29,6 +30,7 @@ from synth_worker.engines.cosyvoice_prompts import (
     strip_special_tokens,
     zero_shot_prompt_text,
 )
+from synth_worker.engines.errors import EngineError, EngineInputError, EngineUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ def check_model_dir(model_dir: str | None) -> Path:
     """The model directory, or EngineUnavailable naming what is missing.
 
     Checked before upstream sees it: CosyVoice3 downloads from ModelScope when its path does not
-    exist, and weights must never be fetched by a worker (DESIGN.md).
+    exist, and weights must never be fetched by a worker: they are downloaded once, at deploy time.
     """
     if not model_dir:
         raise EngineUnavailable(
@@ -158,13 +160,13 @@ class CosyVoice3Engine:
     the prompt every time, because instruct2 with a registered speaker drops the instruction.
     """
 
-    name = "cosyvoice3"
+    name = COSYVOICE3
 
     def __init__(
         self,
         model: Any,
         *,
-        version: str = "cosyvoice3",
+        version: str = COSYVOICE3,
         max_speakers: int = DEFAULT_MAX_SPEAKERS,
         max_chunk_weight: float = MAX_CHUNK_WEIGHT,
     ) -> None:
@@ -209,8 +211,8 @@ class CosyVoice3Engine:
         prompt = _prompt_16k(request.prompt)
         transcript = strip_special_tokens(request.prompt_text).strip()
         mode = request.mode
-        if mode == "zero_shot" and not transcript:
-            mode = "cross_lingual"  # upstream's own cross-lingual is zero-shot without a transcript
+        if mode == ZERO_SHOT and not transcript:
+            mode = CROSS_LINGUAL  # upstream's own cross-lingual is zero-shot without a transcript
             log.info("zero_shot without a transcript: synthesising cross-lingual")
         with self._lock, _PromptWav(prompt) as prompt_wav:
             try:
@@ -234,7 +236,7 @@ class CosyVoice3Engine:
         # stream=False: `speed` only works off the streaming path, which also mutates shared state.
         options = {"stream": False, "speed": request.speed}
         model = self._model
-        if mode == "zero_shot":
+        if mode == ZERO_SHOT:
             speaker_id = self._speakers.ensure(request.speaker_key, prompt, transcript, prompt_wav.path)
             # With a registered speaker upstream reads neither prompt_text nor prompt_wav (its example
             # passes ""), so the prompt is not written to disk again.
@@ -242,7 +244,7 @@ class CosyVoice3Engine:
                 chunk, "", "", zero_shot_spk_id=speaker_id, **options
             )
         wav = prompt_wav.path()
-        if mode == "instruct":
+        if mode == INSTRUCT:
             assert request.instruct is not None  # SynthesisRequest guarantees it for this mode
             instruction = instruct_text(request.instruct)
             # Never a registered speaker here: instruct2 would use its prompt and drop the instruction.

@@ -1,8 +1,8 @@
 """CosyVoice3's prompt strings and our text chunking: pure functions, no torch, no model.
 
-Fun-CosyVoice3 asserts an `<|endofprompt|>` marker before the text it speaks (DESIGN.md, "CosyVoice3
-facts"); the formats below are those of upstream's `example.py` and `instruct_list`, verbatim; the
-instruction inside instruct_text is the preset's own (common.presets).
+Fun-CosyVoice3 asserts an `<|endofprompt|>` marker before the text it speaks (docs/COSYVOICE3.md
+lists the three modes' prompt strings); the formats below are those of upstream's `example.py` and
+`instruct_list`, verbatim; the instruction inside instruct_text is the preset's own (common.presets).
 Text that contains `<|…|>` skips upstream normalisation *and* sentence splitting, so long text is cut
 here, at sentence boundaries, before it reaches the model.
 """
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from itertools import pairwise
 
 from common.presets import PRESETS_BY_ID
-from synth_worker.engines.base import EngineInputError
+from synth_worker.engines.errors import EngineInputError
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 END_OF_PROMPT = "<|endofprompt|>"

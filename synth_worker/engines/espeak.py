@@ -3,7 +3,8 @@
 It speaks the text in Mandarin, Cantonese or English, and moves toward the prompt voice: it starts
 from the espeak voice variant whose speaker embedding is closest to the prompt, then maps pitch and
 stretches the spectral envelope with WORLD (synth_worker.speaker). That is a robot voice in roughly
-the right register, not a clone: a stand-in so the whole pipeline runs without a GPU (DESIGN.md).
+the right register, not a clone: a stand-in so the whole pipeline runs without a GPU, where production
+runs cosyvoice3 (docs/COSYVOICE3.md).
 The library and its data (with `cmn` and `yue`) come from the `espeakng-loader` wheel.
 """
 
@@ -24,7 +25,9 @@ import espeakng_loader
 import numpy as np
 
 from common.audio import Pcm
-from synth_worker.engines.base import EngineError, EngineInputError, EngineUnavailable, SynthesisRequest
+from common.vocabulary import ESPEAK
+from synth_worker.engines.base import SynthesisRequest
+from synth_worker.engines.errors import EngineError, EngineInputError, EngineUnavailable
 from synth_worker.speaker import variants
 from synth_worker.speaker.adaptation import (
     LogF0Stats,
@@ -127,7 +130,7 @@ class EspeakEngine:
     instance drives the same process-wide C library, so concurrent calls only queue on its lock.
     """
 
-    name = "espeak"
+    name = ESPEAK
 
     def __init__(self, encoder: Callable[[], SpeakerEncoder] = shared_encoder) -> None:
         self._native = _native_library()

@@ -19,7 +19,7 @@ import numpy as np
 import pyworld
 
 from common.audio import Pcm
-from synth_worker.engines.base import ProfileRejected
+from synth_worker.engines.errors import ProfileRejected
 
 ALPHA_MIN, ALPHA_MAX = 0.8, 1.4  # beyond these the warp sounds broken before it sounds like anyone
 # fit_alpha's search: similarity moves by up to 0.03 per 0.05 of α near the best, so a 0.1 grid
