@@ -17,12 +17,16 @@ install: $(STAMP)
 up: $(STAMP)
 	$(VENV)/bin/python -m ops up
 
+# ruff, then the import contracts of docs/ARCHITECTURE.md (pyproject.toml), then every test.
+# `$(VENV)/bin/pytest -m unit` is the under-a-minute loop while working.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

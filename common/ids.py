@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import time
 
 _ID_BYTES = 16  # 6 bytes of time + 10 bytes of randomness, 26 base32 characters
+# RFC 4648 base32 without its padding, lowercased: what `new_id` writes after the prefix.
+_ID_BODY = "[a-z2-7]{26}"
 
 
 def new_id(prefix: str, *, now_s: float | None = None) -> str:
@@ -28,6 +31,17 @@ def id_time_s(identifier: str) -> float | None:
     return int.from_bytes(raw[:6], "big") / 1000
 
 
+def id_pattern(prefix: str) -> str:
+    """The anchored regex (Python and JSON Schema alike) of this prefix's ids, as `is_valid_id` checks.
+
+    Every id `new_id(prefix)` makes matches it. Its last character carries 3 data bits and 2 zero
+    padding bits, so `new_id` only ever ends on one of 8 characters; the pattern, like base32
+    decoding, allows all 32 there. In Python, use it with `re.fullmatch`: there `$` also matches
+    before a final newline.
+    """
+    return f"^{re.escape(prefix)}_{_ID_BODY}$"
+
+
 def is_valid_id(identifier: str, prefix: str) -> bool:
-    """True for an id of this prefix made by `new_id` (cheap shape check before any lookup)."""
-    return identifier.startswith(prefix + "_") and id_time_s(identifier) is not None
+    """True for an id of this prefix shaped as `new_id` makes them (cheap check before any lookup)."""
+    return re.fullmatch(id_pattern(prefix), identifier) is not None

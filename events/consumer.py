@@ -2,8 +2,8 @@
 
 The handler owns the ack decision (ack, nak with delay, term). If it raises, the message is nak'ed
 with a delay, so JetStream redelivers it until the consumer's max_deliver: nothing is swallowed.
-Two kinds of message are consumed: events of the log (`consuming`) and dead letters, the jobs a work
-consumer gave up on (`consuming_dead_letters`).
+Two kinds of message are consumed: events of the log (`event_consumer`) and dead letters, the jobs a
+work consumer gave up on (`dead_letter_consumer`). Loops run under an `events.supervision.Supervisor`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from nats.js.errors import NotFoundError
 
 from events.bus import EventBus
 from events.envelope import Envelope, MalformedEvent, decode_envelope
+from events.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,8 @@ async def _decode_dead_letter(bus: EventBus, msg: Msg) -> DeadLetter:
 
 
 class ConsumerLoop(Generic[T]):
-    """One loop over one durable consumer; `stop()` lets the message in hand finish first.
+    """One loop over one durable consumer, as supervised work: `run(stopping)` fetches until the
+    event is set, and lets the message in hand finish first.
 
     `decode` turns a message into what the handler takes; MalformedEvent from it ends the message.
     """
@@ -95,49 +97,30 @@ class ConsumerLoop(Generic[T]):
         batch: int = 1,
     ) -> None:
         self._bus = bus
-        self._consumer = consumer
+        self.consumer = consumer
         self._handler = handler
         self._decode = decode
         self._batch = batch
         self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    @property
-    def task(self) -> asyncio.Task[None] | None:
-        """The running loop (done only after `stop()`, or if the loop itself broke)."""
-        return self._task
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"consumer:{self._consumer}")
-
-    async def stop(self, *, grace_s: float = 30.0) -> None:
-        """Stop fetching, wait up to `grace_s` for the message in hand, then cancel."""
-        if self._task is None:
-            return
-        self._stopping.set()
+    async def run(self, stopping: asyncio.Event) -> None:
+        self._stopping = stopping
+        subscription = await self._bus.pull_subscription(self.consumer)
+        log.info("consuming %s", self.consumer)
         try:
-            await asyncio.wait_for(asyncio.shield(self._task), grace_s)
-        except TimeoutError:
-            log.warning("consumer %s did not finish within %.0f s; cancelling", self._consumer, grace_s)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        subscription = await self._bus.pull_subscription(self._consumer)
-        log.info("consuming %s", self._consumer)
-        try:
-            while not self._stopping.is_set():
+            while not stopping.is_set():
                 try:
                     messages = await subscription.fetch(self._batch, timeout=_FETCH_WAIT_S)
                 except nats.errors.TimeoutError:
                     continue
                 except nats.errors.ConnectionClosedError:
-                    break
+                    if stopping.is_set():
+                        break
+                    raise
                 except nats.errors.Error as exc:
                     # A lost node, a leader election, a reconnect in progress: the durable consumer is
                     # still there, so ask again shortly instead of ending the loop.
-                    log.warning("%s: fetch failed (%s); retrying", self._consumer, exc)
+                    log.warning("%s: fetch failed (%s); retrying", self.consumer, exc)
                     await self._pause(_RETRY_DELAY_S)
                     continue
                 for msg in messages:
@@ -156,11 +139,11 @@ class ConsumerLoop(Generic[T]):
         try:
             item = await self._decode(self._bus, msg)
         except MalformedEvent as exc:
-            log.error("%s: dropping message %d on %s: %s", self._consumer, seq, msg.subject, exc)
+            log.error("%s: dropping message %d on %s: %s", self.consumer, seq, msg.subject, exc)
             await msg.term()
             return
         except nats.errors.Error as exc:
-            log.warning("%s: could not read message %d (%s); will retry", self._consumer, seq, exc)
+            log.warning("%s: could not read message %d (%s); will retry", self.consumer, seq, exc)
             with contextlib.suppress(nats.errors.Error):
                 await msg.nak(delay=_RETRY_DELAY_S)
             return
@@ -172,35 +155,28 @@ class ConsumerLoop(Generic[T]):
                 await msg.nak()
             raise
         except Exception:
-            log.exception(
-                "%s: handling message %d on %s failed; will retry", self._consumer, seq, msg.subject
-            )
+            log.exception("%s: handling message %d on %s failed; will retry", self.consumer, seq, msg.subject)
             with contextlib.suppress(nats.errors.Error):
                 await msg.nak(delay=_RETRY_DELAY_S)
+
+
+def event_consumer(bus: EventBus, consumer: str, handler: Handler) -> ConsumerLoop[Envelope]:
+    """A loop over events of the log, for a Supervisor to run."""
+    return ConsumerLoop(bus, consumer, handler, _decode_event)
+
+
+def dead_letter_consumer(
+    bus: EventBus, consumer: str, handler: DeadLetterHandler
+) -> ConsumerLoop[DeadLetter]:
+    """A loop over max-deliveries advisories (names.DEADLETTER_STREAM), for a Supervisor to run."""
+    return ConsumerLoop(bus, consumer, handler, _decode_dead_letter)
 
 
 @contextlib.asynccontextmanager
 async def consuming(
     bus: EventBus, consumer: str, handler: Handler, *, grace_s: float = 30.0
-) -> AsyncIterator[ConsumerLoop[Envelope]]:
-    """Run a consumer loop over events of the log for the duration of the block."""
-    async with _running(ConsumerLoop(bus, consumer, handler, _decode_event), grace_s) as loop:
-        yield loop
-
-
-@contextlib.asynccontextmanager
-async def consuming_dead_letters(
-    bus: EventBus, consumer: str, handler: DeadLetterHandler, *, grace_s: float = 30.0
-) -> AsyncIterator[ConsumerLoop[DeadLetter]]:
-    """Run a consumer loop over max-deliveries advisories (names.DEADLETTER_STREAM) for the block."""
-    async with _running(ConsumerLoop(bus, consumer, handler, _decode_dead_letter), grace_s) as loop:
-        yield loop
-
-
-@contextlib.asynccontextmanager
-async def _running(loop: ConsumerLoop[T], grace_s: float) -> AsyncIterator[ConsumerLoop[T]]:
-    loop.start()
-    try:
-        yield loop
-    finally:
-        await loop.stop(grace_s=grace_s)
+) -> AsyncIterator[Supervisor]:
+    """Run one consumer over events of the log for the duration of the block."""
+    async with Supervisor(consumer) as supervisor:
+        supervisor.start(consumer, event_consumer(bus, consumer, handler).run, grace_s=grace_s)
+        yield supervisor

@@ -82,10 +82,10 @@ class KvTable(Generic[R]):
             try:
                 await self.create(key, record)
             except (KeyWrongLastSequenceError, *_ABSENT):
-                holder = await self.get(key)
-                if holder is None:
+                found = await self._get(key)
+                if found is None:
                     continue  # deleted between the create and the get: try again
-                return holder, False
+                return found[0], False
             return record, True
         raise ConcurrentUpdateError(key)
 
@@ -162,7 +162,21 @@ class RecordWatch(Generic[R]):
             return self._decoder.decode(entry.value)
 
 
-class TaskTable(KvTable[TaskRecord]):
+class OwnedTable(KvTable[R]):
+    """Records filed under their owner (`<owner>.<id>`), read by owner and id: a lookup can only ever
+    reach the owner's own records."""
+
+    async def get(self, owner: str, item_id: str) -> R | None:  # type: ignore[override]
+        return await super().get(owned_key(owner, item_id))
+
+    async def list_for(self, owner: str, limit: int | None = None) -> list[R]:
+        """The owner's newest records first (ids sort by creation time)."""
+        keys = sorted(await self.keys(f"{owner}.*"), reverse=True)[:limit]
+        found = await asyncio.gather(*map(self._get, keys))
+        return [record for record, _ in filter(None, found)]
+
+
+class TaskTable(OwnedTable[TaskRecord]):
     async def transition(
         self,
         owner: str,
@@ -189,16 +203,9 @@ class TaskTable(KvTable[TaskRecord]):
     async def fail(self, owner: str, task_id: str, error: ErrorInfo) -> TaskRecord | None:
         return await self.transition(owner, task_id, TaskStatus.FAILED, error=error)
 
-    async def list_for(self, owner: str, limit: int) -> list[TaskRecord]:
-        """The owner's newest tasks first (task ids sort by creation time)."""
-        keys = sorted(await self.keys(f"{owner}.*"), reverse=True)[:limit]
-        return [t for t in await asyncio.gather(*map(self.get, keys)) if t is not None]
 
-
-class VoiceTable(KvTable[VoiceRecord]):
-    async def list_for(self, owner: str) -> list[VoiceRecord]:
-        keys = sorted(await self.keys(f"{owner}.*"), reverse=True)
-        return [v for v in await asyncio.gather(*map(self.get, keys)) if v is not None]
+class VoiceTable(OwnedTable[VoiceRecord]):
+    pass
 
 
 class ResultTable(KvTable[CachedResult]):

@@ -62,7 +62,7 @@ async def redrive(
     request = _original_request(events)
     if request is None:
         return f"{task_id}  skipped: no {EventType.SYNTHESIS_REQUESTED} in the stream"
-    task = await state.tasks.get(owned_key(request.openid, task_id))
+    task = await state.tasks.get(request.openid, task_id)
     if task is None:
         return f"{task_id}  skipped: the task is gone"
     if task.status != TaskStatus.FAILED:
@@ -105,7 +105,7 @@ async def redrive_failed(
         request = _original_request(events)
         if request is None:
             continue  # requested before the window: not this run's business
-        task = await state.tasks.get(owned_key(request.openid, task_id))
+        task = await state.tasks.get(request.openid, task_id)
         if task is not None and task.status == TaskStatus.FAILED:
             lines.append(await redrive(bus, state, task_id, events, dry_run=dry_run))
     return lines or ["no failed task to redrive"]

@@ -1,6 +1,10 @@
 """Shared fixtures: real services on random ports, started once per session, always torn down.
 
 Infrastructure first (NATS, S3); fixtures for our own processes build on these further down.
+
+Every test is marked either `stack` or `unit`: `stack` when it uses a service fixture (found from its
+fixture closure, so nobody has to remember) or its module says `pytestmark = pytest.mark.stack`
+(it starts processes itself); `unit` otherwise. `pytest -m unit` is the fast feedback loop.
 """
 
 from __future__ import annotations
@@ -9,7 +13,21 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from ops.services import NatsServer, SeaweedS3
+from ops.services.nats import NatsServer
+from ops.services.s3 import SeaweedS3
+
+# The fixtures that start services: the session stack's, and the fault stack's (tests/fault_stack.py).
+_SERVICE_FIXTURES = frozenset({"nats_server", "s3_server", "fault_infra"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        uses_services = _SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if uses_services and item.get_closest_marker("stack") is None:
+            item.add_marker(pytest.mark.stack)
+        if item.get_closest_marker("stack") is None:
+            item.add_marker(pytest.mark.unit)
+
 
 # --- infrastructure ----------------------------------------------------------------------------------
 

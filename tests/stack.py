@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import pytest
@@ -18,11 +20,15 @@ from events import names
 from events.bus import CONSUMERS, EventBus
 from ops.client import ApiClient
 from ops.samples import SAMPLE_TEXT, speech, speech_sample  # noqa: F401  (re-exported for tests)
-from ops.services import NatsServer, SeaweedS3, free_port
+from ops.services.nats import NatsServer
+from ops.services.ports import free_port
+from ops.services.s3 import SeaweedS3
 from storage.objects import ObjectStore
 from synth_worker.worker import run_worker
 from wechat_adapter.app import create_app
-from wechat_adapter.emulator.app import EMULATOR_KEY, Emulator, EmulatorConfig, create_emulator_app
+from wechat_adapter.context import Gateway
+from wechat_adapter.http.requests import GATEWAY
+from wechat_emulator.app import EMULATOR_KEY, Emulator, EmulatorConfig, create_emulator_app
 
 
 @dataclass
@@ -82,6 +88,15 @@ async def serving(app: web.Application, port: int) -> AsyncIterator[None]:
         yield
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def another_gateway(stack: Stack, **changes: Any) -> AsyncIterator[tuple[str, Gateway]]:
+    """A second gateway instance, with these settings changed, over the stack's services."""
+    app = create_app(dataclasses.replace(stack.settings, **changes))
+    port = free_port()
+    async with serving(app, port):
+        yield f"http://127.0.0.1:{port}", app[GATEWAY]
 
 
 def test_settings(nats_url: str, s3: SeaweedS3, *, gateway_port: int, emulator_url: str) -> Settings:

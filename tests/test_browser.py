@@ -19,7 +19,7 @@ from multidict import CIMultiDict
 from stack import SAMPLE_TEXT, Stack, serving, speech
 
 from common.audio import to_wav_16k_mono
-from ops.services import free_port
+from ops.services.ports import free_port
 from wechat_adapter.app import create_app
 
 BROWSER_DIR = Path(__file__).parent / "browser"

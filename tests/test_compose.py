@@ -20,6 +20,16 @@ ONE_SHOT = {"minio-init"}
 NATS_NODES = ("nats-1", "nats-2", "nats-3")
 # Read by the images in compose, not by our code.
 COMPOSE_ONLY_ENV = {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"}
+# Variables the contract has gained whose feature is still an open issue: listed by name so that the
+# rest of the contract stays checked, and pruned as each lands (the test fails while one here is wired).
+NOT_YET_BUILT = {
+    "UPLOADS_PER_HOUR": "the hardening issue",
+    "VOICES_PER_USER": "the hardening issue",
+    "STREAMS_PER_USER": "the streaming issue",
+    "COSYVOICE_TEXT_FRONTEND": "the CosyVoice3 issue",
+    "AIGC_EXPLICIT_LABEL": "the labelling and consent issue",
+    "AIGC_PRODUCER": "the labelling and consent issue",
+}
 
 _READ = re.compile(
     r"""(?:\benv\.get|\benviron\.get|\bgetenv|\btext|\binteger|\bboolean|\bport|_non_negative_float)"""
@@ -121,7 +131,7 @@ def test_app_environment_names_are_real(services: dict[str, dict], code_names: s
 
 
 def test_every_setting_is_wired_to_every_app(services: dict[str, dict], settings_names: set[str]) -> None:
-    # Settings, plus what the entry points read beside it (e.g. LOG_FORMAT).
+    # Settings, plus anything the entry points read beside it (none today: LOG_FORMAT is a setting).
     entry_points = [REPO / "wechat_adapter" / "__main__.py", REPO / "synth_worker" / "__main__.py"]
     wanted = settings_names | _names_read([p for p in entry_points if p.exists()])
     for name in APP_SERVICES:
@@ -144,9 +154,13 @@ def _contract_names() -> set[str]:
 def test_every_contract_variable_reaches_the_apps(services: dict[str, dict]) -> None:
     contract = _contract_names()
     assert {"NATS_URL", "S3_BUCKET", "WECHAT_PUSH_AES_KEY", "TEXT_MAX_CHARS"} <= contract
+    assert set(NOT_YET_BUILT) <= contract, "NOT_YET_BUILT names a variable the contract no longer has"
     for name in APP_SERVICES:
-        missing = contract - set(_env(services[name]))
-        assert not missing, f"{name} lacks CONTRACT §2 variables {sorted(missing)}"
+        wired = set(_env(services[name]))
+        missing = contract - wired - set(NOT_YET_BUILT)
+        assert not missing, f"{name} lacks the contract's variables {sorted(missing)}"
+        built = wired & set(NOT_YET_BUILT)
+        assert not built, f"{sorted(built)} are wired now: take them out of NOT_YET_BUILT"
 
 
 def test_build_files_and_bind_mounts_exist(compose: dict, services: dict[str, dict]) -> None:

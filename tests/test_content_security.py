@@ -7,27 +7,24 @@ text must leave no trace: no msgSecCheck call when the local list refused it, no
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from stack import Stack, serving, speech_sample
+from stack import Stack, another_gateway, speech_sample
 
 from common.config import ConfigError, Settings
-from common.owners import owned_key
 from events import names
 from events.names import EventType
 from events.records import VoiceStatus
 from events.replay import read_events, task_timeline
 from ops.client import ApiClient, Reply, eventually
-from ops.services import free_port
+from ops.services.ports import free_port
 from wechat_adapter.app import create_app
-from wechat_adapter.context import GATEWAY, Gateway
 from wechat_adapter.review_timeout import decision_for, sweep_interval_s
 from wechat_adapter.sensitive_words import (
     SHIPPED_WORDS_FILE,
@@ -142,15 +139,6 @@ async def without_trace(
     assert await stack.stream_last_seq() == before_seq
     assert len(text_checks(stack, user.openid)) == before_checks + (1 if checked else 0)
     return reply
-
-
-@contextlib.asynccontextmanager
-async def another_gateway(stack: Stack, **changes: Any) -> AsyncIterator[tuple[str, Gateway]]:
-    """A second gateway instance, with these settings changed, over the stack's services."""
-    app = create_app(dataclasses.replace(stack.settings, **changes))
-    port = free_port()
-    async with serving(app, port):
-        yield f"http://127.0.0.1:{port}", app[GATEWAY]
 
 
 def same_user_on(url: str, stack: Stack, user: ApiClient) -> ApiClient:
@@ -316,7 +304,7 @@ async def test_a_verdict_that_never_comes_is_decided_by_the_timeout_policy(
 
         await stack.emulator.settle()  # WeChat's own verdict ("pass") arrives after all...
         await review_consumer_idle(stack)
-        record = await gateway.state.voices.get(owned_key(user.openid, voice_id))
+        record = await gateway.state.voices.get(user.openid, voice_id)
     assert record is not None
     assert (record.status, record.review_label) == (voice_status, "timeout")  # ...and changes nothing
     trace = record.media_trace_id

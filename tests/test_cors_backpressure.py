@@ -7,7 +7,7 @@ import dataclasses
 from stack import Stack, serving
 
 from ops.client import ApiClient
-from ops.services import free_port
+from ops.services.ports import free_port
 from wechat_adapter.app import create_app
 
 H5_ORIGIN = "https://h5.example.com"

@@ -16,7 +16,7 @@ from stack import Stack, serving
 from common.owners import owned_key
 from events.state import SharedState
 from ops.client import ApiClient
-from ops.services import free_port
+from ops.services.ports import free_port
 from storage.keys import FEATURES_PREFIX, OUTPUTS_PREFIX, SAMPLES_PREFIX, features_prefix, sample_key
 from storage.objects import ObjectStore, StorageError
 from wechat_adapter.app import create_app
@@ -42,7 +42,7 @@ async def test_deleting_a_voice_erases_what_was_made_from_it(stack: Stack) -> No
     owner = user.openid or ""
     voice = await stack.ready_voice(user)
     voice_id = voice["voice_id"]
-    record = await state.voices.get(owned_key(owner, voice_id))
+    record = await state.voices.get(owner, voice_id)
     assert record is not None and record.media_trace_id
     text = f"删除之前说一句，{uuid.uuid4().hex[:6]}。"
     task = await finished_task(user, voice_id, text)

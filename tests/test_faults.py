@@ -36,7 +36,8 @@ from events.replay import task_timeline
 from events.state import SharedState
 from ops.client import ApiClient, Reply, eventually
 from ops.samples import speech_sample
-from ops.services import NatsCluster, free_port
+from ops.services.nats import NatsCluster
+from ops.services.ports import free_port
 from storage.keys import output_key
 from synth_worker.engines.base import DelayedEngine
 from synth_worker.engines.espeak import EspeakEngine

@@ -10,7 +10,7 @@ from stack import SAMPLE_TEXT, Stack, serving, speech_sample
 from common.audio import decode_audio, rms_dbfs
 from events.replay import task_timeline
 from ops.client import ApiClient, eventually
-from ops.services import free_port
+from ops.services.ports import free_port
 from wechat_adapter.app import create_app
 
 SENTENCE = "欢迎使用语音合成服务，祝你今天开心。"

@@ -26,10 +26,10 @@ import pytest
 from common.config import Settings
 from common.presets import PRESETS
 from wechat_adapter.errors import ERRORS
+from wechat_adapter.fields import NAME_MAX_CHARS
 from wechat_adapter.intake import MAX_SPEECH_S, MIN_SPEECH_S
 from wechat_adapter.openapi import build_document
-from wechat_adapter.subscribe_message import task_page
-from wechat_adapter.views.voices import NAME_MAX_CHARS
+from wechat_adapter.wechat.subscribe_message import task_page
 
 ROOT = Path(__file__).resolve().parent.parent
 MINIPROGRAM = ROOT / "miniprogram"

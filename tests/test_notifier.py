@@ -34,14 +34,14 @@ from events.state import SharedState
 from events.task_events import completed_event, failed_event
 from events.wechat_token import SharedTokenStore
 from ops.client import ApiClient, eventually
-from ops.services import free_port
+from ops.services.ports import free_port
 from storage.keys import sample_key
 from wechat_adapter.app import create_app
-from wechat_adapter.emulator.fields import check_value
 from wechat_adapter.metrics import GatewayMetrics
-from wechat_adapter.notifier import Notifier, RetryPolicy, refused_field
-from wechat_adapter.subscribe_message import fit_time, task_page
-from wechat_adapter.wechat_api import WeChatClient
+from wechat_adapter.notifier import NOTIFY_RETRY, Notifier, RetryPolicy, refused_field
+from wechat_adapter.wechat.api import WeChatClient
+from wechat_adapter.wechat.subscribe_message import fit_time, task_page
+from wechat_emulator.fields import check_value
 
 TEXT = "你好，你的声音已经准备好了。"
 
@@ -352,7 +352,7 @@ async def test_wechat_unavailable_until_the_last_attempt_is_recorded(stack: Stac
     assert await notify_events(stack, task.task_id) == []
 
     stack.emulator.script_error("subscribe_send", -1, times=3)
-    last = Delivery(RetryPolicy().give_up_after)
+    last = Delivery(NOTIFY_RETRY.give_up_after)
     await notifier(completed_event(task, {}), last)  # type: ignore[arg-type]
     assert last.decisions == ["ack"]
     event = await recorded(stack, task.task_id)
@@ -380,7 +380,7 @@ async def test_a_task_without_notify_or_a_valid_owner_is_not_sent(stack: Stack, 
 
 
 def test_the_backoff_schedule() -> None:
-    policy = RetryPolicy()
+    policy = NOTIFY_RETRY
     assert [policy.delay_s(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
     assert [policy.gives_up(n) for n in (1, 7, 8, 9, 10)] == [False, False, True, True, True]
 
@@ -394,7 +394,7 @@ def test_a_retry_policy_must_leave_a_delivery_to_record_the_failure(stack: Stack
             wechat=None,  # type: ignore[arg-type]
             bus=None,  # type: ignore[arg-type]
             metrics=GatewayMetrics(),
-            retry=RetryPolicy(give_up_after=10),
+            retry=RetryPolicy(first_delay_s=1.0, max_delay_s=60.0, give_up_after=10),
         )
 
 

@@ -19,7 +19,7 @@ from events.records import TaskStatus
 from events.state import SharedState
 from events.task_events import requested_event
 from ops.client import eventually
-from synth_worker.engines.base import load_engine
+from synth_worker.engines.registry import load_engine
 from synth_worker.jobs import JobRunner
 from synth_worker.metrics import WorkerMetrics
 
@@ -115,7 +115,7 @@ async def test_worker_metrics_after_a_job(stack: Stack) -> None:
         message = StandInMessage(num_delivered=1)
         await runner(requested_event(task, voice), message)
     assert message.calls[-1] == "ack"
-    assert (await state.tasks.get(f"{task.owner}.{task.task_id}")).status == TaskStatus.SUCCEEDED
+    assert (await state.tasks.get(task.owner, task.task_id)).status == TaskStatus.SUCCEEDED
     text = generate_latest(metrics.registry).decode()
     assert {"engine": "espeak"} in samples(text, "voicerelay_synthesis_seconds_count")
     assert {"engine": "espeak"} in samples(text, "voicerelay_synthesis_real_time_factor_count")

@@ -13,9 +13,9 @@ import random
 
 import pytest
 
-from wechat_adapter.emulator.config import EmulatorConfig
-from wechat_adapter.emulator.push import PushEncoder, sha1_signature
-from wechat_adapter.push_security import PushRejected, PushVerifier
+from wechat_adapter.wechat.push_security import PushRejected, PushVerifier
+from wechat_emulator.config import EmulatorConfig
+from wechat_emulator.push import PushEncoder, sha1_signature
 
 CONFIG = EmulatorConfig()
 

@@ -48,21 +48,21 @@ async def failed_task(stack: Stack, state: SharedState) -> TaskRecord:
 async def test_redrive_runs_a_failed_task_once(stack: Stack) -> None:
     state = SharedState(stack.bus)
     task = await failed_task(stack, state)
-    key, env = f"{task.owner}.{task.task_id}", stack_env(stack)
+    env = stack_env(stack)
 
     code, output = await run_ops("replay", "--redrive", "--task", task.task_id, "--dry-run", env=env)
     assert code == 0, output
     assert f"{task.task_id}  would redrive (#1, failed with synthesis_failed)" in output
     code, output = await run_ops("replay", "--redrive", "--since", "10m", "--dry-run", env=env)
     assert code == 0 and f"{task.task_id}  would redrive (#1" in output, output
-    assert (await state.tasks.get(key)).status == TaskStatus.FAILED
+    assert (await state.tasks.get(task.owner, task.task_id)).status == TaskStatus.FAILED
 
     code, output = await run_ops("replay", "--redrive", "--task", task.task_id, env=env)
     assert code == 0, output
     assert f"{task.task_id}  redriven (#1, failed with synthesis_failed)" in output
 
     async def finished() -> TaskRecord | None:
-        record = await state.tasks.get(key)
+        record = await state.tasks.get(task.owner, task.task_id)
         return record if record.status.is_final else None
 
     done = await eventually(finished, timeout_s=30)

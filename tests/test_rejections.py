@@ -35,8 +35,8 @@ from events import names
 from events.replay import task_timeline
 from ops.client import ApiClient, Reply, eventually
 from storage.keys import OUTPUTS_PREFIX, SAMPLES_PREFIX, sample_key
-from wechat_adapter.emulator.config import EmulatorConfig
-from wechat_adapter.emulator.push import PushEncoder, PushRequest, sha1_signature
+from wechat_emulator.config import EmulatorConfig
+from wechat_emulator.push import PushEncoder, PushRequest, sha1_signature
 
 # --- helpers -------------------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from events import names
 from events.records import TaskStatus
 from events.replay import task_timeline
 from ops.client import ApiClient, eventually
-from ops.services import free_port
+from ops.services.ports import free_port
 from storage.keys import output_key
 from synth_worker.worker import run_worker
 

@@ -26,7 +26,7 @@ from events.replay import task_timeline
 from events.state import SharedState
 from events.task_events import requested_event
 from ops.client import ApiClient, eventually
-from ops.services import free_port
+from ops.services.ports import free_port
 from storage.keys import features_prefix, sample_key
 from storage.objects import ObjectStore
 from synth_worker.engines.espeak import EspeakEngine
@@ -102,7 +102,7 @@ async def run_in_a_new_worker(stack: Stack, analysed: AnalysedVoice) -> tuple[di
     """A task on the voice, run by a JobRunner with an empty memory: its completed data and metrics."""
     state, metrics = SharedState(stack.bus), WorkerMetrics()
     owner = analysed.client.openid or ""
-    voice = await state.voices.get(owned_key(owner, analysed.voice_id))
+    voice = await state.voices.get(owner, analysed.voice_id)
     assert voice is not None
     now = utc_now_iso()
     task = TaskRecord(

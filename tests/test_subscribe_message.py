@@ -12,8 +12,7 @@ import pytest
 
 from common.config import ConfigError, Settings
 from events.records import ErrorInfo, TaskRecord, TaskStatus
-from wechat_adapter.emulator.fields import check_value
-from wechat_adapter.subscribe_message import (
+from wechat_adapter.wechat.subscribe_message import (
     KEYWORD_TYPES,
     TASK_FIELDS,
     TemplateMapping,
@@ -26,6 +25,7 @@ from wechat_adapter.subscribe_message import (
     fit_time,
     task_page,
 )
+from wechat_emulator.fields import check_value
 
 NASTY = [
     None,

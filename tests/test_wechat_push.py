@@ -11,12 +11,11 @@ from typing import Any
 import pytest
 from stack import Stack
 
-from common.owners import owned_key
 from events.state import SharedState
 from ops.samples import speech_sample
 from wechat_adapter.auth import SessionKeyVault
-from wechat_adapter.emulator.app import EmulatorConfig
-from wechat_adapter.emulator.push import PushEncoder, to_xml
+from wechat_emulator.app import EmulatorConfig
+from wechat_emulator.push import PushEncoder, to_xml
 
 
 async def pending_voice(stack: Stack, user) -> tuple[str, str]:
@@ -27,7 +26,7 @@ async def pending_voice(stack: Stack, user) -> tuple[str, str]:
     finally:
         stack.emulator.set_media_delay(0.0)
     assert upload.status == 201, upload.body
-    voice = await SharedState(stack.bus).voices.get(owned_key(user.openid, upload.body["voice_id"]))
+    voice = await SharedState(stack.bus).voices.get(user.openid, upload.body["voice_id"])
     assert voice.media_trace_id
     return voice.voice_id, voice.media_trace_id
 

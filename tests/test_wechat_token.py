@@ -12,7 +12,7 @@ from stack import Stack, serving
 from events import names
 from events.wechat_token import SharedTokenStore
 from ops.client import ApiClient
-from ops.services import free_port
+from ops.services.ports import free_port
 from wechat_adapter.app import create_app
 
 

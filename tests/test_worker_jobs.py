@@ -93,12 +93,12 @@ async def test_transient_failures_retry_then_fail_on_the_last_delivery(stack: St
         first = StandInMessage(num_delivered=1)
         await runner(event, first)
         assert first.calls == ["nak"]
-        assert (await state.tasks.get(f"{task.owner}.{task.task_id}")).status == TaskStatus.RUNNING
+        assert (await state.tasks.get(task.owner, task.task_id)).status == TaskStatus.RUNNING
 
         last = StandInMessage(num_delivered=MAX_DELIVER)
         await runner(event, last)
     assert last.calls == ["term"]
-    failed = await state.tasks.get(f"{task.owner}.{task.task_id}")
+    failed = await state.tasks.get(task.owner, task.task_id)
     assert failed.status == TaskStatus.FAILED
     assert failed.error.code == "synthesis_failed"
 

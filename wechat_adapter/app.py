@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import secrets
@@ -17,24 +18,32 @@ from common.config import Settings
 from events import names
 from events.bus import EventBus
 from events.state import SharedState
+from events.supervision import Supervisor, shutdown_executor
 from events.wechat_token import SharedTokenStore
 from storage.keys import expiry_rules
 from storage.objects import ObjectStore
-from wechat_adapter import notifier, review, review_timeout
+from wechat_adapter import notifier, review
 from wechat_adapter.auth import ResourceLinks, SessionKeyVault, SessionTokens
 from wechat_adapter.backpressure import QueueGauge
-from wechat_adapter.context import GATEWAY, Gateway
-from wechat_adapter.cors import setup_cors
-from wechat_adapter.errors import error_middleware
+from wechat_adapter.context import Gateway
+from wechat_adapter.http.auth import auth_middleware
+from wechat_adapter.http.cors import setup_cors
+from wechat_adapter.http.errors import error_middleware
+from wechat_adapter.http.metrics import metrics_middleware
+from wechat_adapter.http.requests import GATEWAY, trace_middleware
 from wechat_adapter.metrics import GatewayMetrics
-from wechat_adapter.middleware import auth_middleware
-from wechat_adapter.push_security import PushVerifier
+from wechat_adapter.review_timeout import ReviewTimeoutSweeper
 from wechat_adapter.sensitive_words import SensitiveWords
 from wechat_adapter.views import demo, docs, health, push, session, syntheses, voices
-from wechat_adapter.views.common import trace_middleware
-from wechat_adapter.wechat_api import WeChatClient
+from wechat_adapter.wechat.api import WeChatClient
+from wechat_adapter.wechat.push_security import PushVerifier
 
 log = logging.getLogger(__name__)
+
+# How long a consumer's message in hand may take to finish when the gateway stops, before it is
+# handed back to JetStream.
+CONSUMER_GRACE_S = 30.0
+REVIEW_TIMEOUT_SWEEPER = "review-timeout-sweeper"
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -46,7 +55,7 @@ def create_app(settings: Settings) -> web.Application:
     # Read at start-up, so a missing or unreadable word list stops the gateway here, not a request.
     sensitive_words = SensitiveWords.configured(settings.sensitive_words_file)
     app = web.Application(
-        middlewares=[trace_middleware, metrics.middleware(), error_middleware, auth_middleware],
+        middlewares=[trace_middleware, metrics_middleware(metrics), error_middleware, auth_middleware],
         # JSON uploads carry base64 audio: 5 MB of audio is ~6.7 MB of text, plus the other fields.
         client_max_size=settings.upload_max_bytes * 4 // 3 + 64 * 1024,
     )
@@ -65,11 +74,16 @@ def create_app(settings: Settings) -> web.Application:
 
 def _gateway_context(settings: Settings, metrics: GatewayMetrics, sensitive_words: SensitiveWords):
     async def context(app: web.Application) -> AsyncIterator[None]:
-        bus = await EventBus.connect(settings.nats_urls, name="voicerelay-gateway")
-        http = aiohttp.ClientSession()
-        store = ObjectStore.from_settings(settings)
-        executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="audio")
-        try:
+        # Each resource is entered right after it is made, so whatever start-up step fails, everything
+        # made before it is closed again, in reverse order (the same order as a normal stop).
+        async with contextlib.AsyncExitStack() as resources:
+            executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="audio")
+            resources.push_async_callback(shutdown_executor, executor)
+            bus = await EventBus.connect(settings.nats_urls, name="voicerelay-gateway")
+            resources.push_async_callback(bus.close)
+            http = await resources.enter_async_context(aiohttp.ClientSession())
+            store = ObjectStore.from_settings(settings)
+            resources.callback(store.close)
             # The VAD model loads here, so a missing model stops start-up and no upload waits for it.
             await asyncio.get_running_loop().run_in_executor(executor, vad.preload)
             await bus.ensure_topology(
@@ -107,23 +121,25 @@ def _gateway_context(settings: Settings, metrics: GatewayMetrics, sensitive_word
                 ),
                 sensitive_words=sensitive_words,
                 queue=QueueGauge(bus),
+                background=Supervisor("gateway"),
             )
             app[GATEWAY] = gateway
-            async with (
-                notifier.running(gateway),
-                review.running(gateway),
-                review_timeout.running(gateway),
-            ):
-                log.info("gateway ready on %s", settings.public_base_url)
-                yield
-        finally:
-            executor.shutdown(wait=True, cancel_futures=True)
-            await http.close()
-            await bus.close()
-            store.close()
-            log.info("gateway stopped")
+            await resources.enter_async_context(gateway.background)
+            _start_background(gateway)
+            log.info("gateway ready on %s", settings.public_base_url)
+            yield
+        log.info("gateway stopped")
 
     return context
+
+
+def _start_background(gateway: Gateway) -> None:
+    """The gateway's consumers and tasks; /readyz says unavailable as soon as one of them ends."""
+    background = gateway.background
+    background.start(names.NOTIFIER_CONSUMER, notifier.consumer(gateway).run, grace_s=CONSUMER_GRACE_S)
+    background.start(names.REVIEW_CONSUMER, review.consumer(gateway).run, grace_s=CONSUMER_GRACE_S)
+    sweeper = ReviewTimeoutSweeper.for_gateway(gateway)
+    background.start(REVIEW_TIMEOUT_SWEEPER, sweeper.run, grace_s=sweeper.STOP_GRACE_S)
 
 
 async def _stop_streams(app: web.Application) -> None:

@@ -1,4 +1,4 @@
-"""The gateway's shared resources, as request handlers see them."""
+"""The gateway's shared resources, and the caller a piece of domain code acts for."""
 
 from __future__ import annotations
 
@@ -6,23 +6,30 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from aiohttp import web
-
 from common.config import Settings
 from events.bus import EventBus
 from events.state import SharedState
+from events.supervision import Supervisor
 from storage.objects import ObjectStore
 from wechat_adapter.auth import ResourceLinks, SessionKeyVault, SessionTokens
 from wechat_adapter.backpressure import QueueGauge
 from wechat_adapter.metrics import GatewayMetrics
-from wechat_adapter.push_security import PushVerifier
 from wechat_adapter.sensitive_words import SensitiveWords
-from wechat_adapter.wechat_api import WeChatClient
+from wechat_adapter.wechat.api import WeChatClient
+from wechat_adapter.wechat.push_security import PushVerifier
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a request acts for: the authenticated user, and the trace id its events and logs carry."""
+
+    owner: str
+    trace_id: str
 
 
 @dataclass
 class Gateway:
-    """Everything a request handler may use; built once per app, torn down in reverse order."""
+    """Everything the gateway's code may use; built once per app, torn down in reverse order."""
 
     settings: Settings
     bus: EventBus
@@ -39,11 +46,10 @@ class Gateway:
     sensitive_words: SensitiveWords
     # Audio decoding is CPU work: it runs here, never on the event loop.
     audio_executor: ThreadPoolExecutor
+    # The background consumers and tasks (notifier, review, review timeout); /readyz reports them.
+    background: Supervisor
     # Set when the app stops, so long-lived responses (SSE) end instead of holding shutdown up.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def public_url(self, path: str) -> str:
         return self.settings.public_base_url + path
-
-
-GATEWAY = web.AppKey("gateway", Gateway)

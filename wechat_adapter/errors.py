@@ -1,17 +1,11 @@
-"""The API's error vocabulary (CONTRACT §3) and the middleware that renders it.
+"""The API's error vocabulary: every code a client may see, its HTTP status and its toast message.
 
-HTTP statuses are chosen here and in the views only; lower layers raise their own exceptions.
+Domain code raises `ApiError(code)`; `wechat_adapter.http.errors` renders it as
+`{"error": {"code", "message"}}`. The table is also what `/openapi.json` lists, so a code exists
+exactly when it is here.
 """
 
 from __future__ import annotations
-
-import json
-import logging
-from collections.abc import Awaitable, Callable
-
-from aiohttp import web
-
-log = logging.getLogger(__name__)
 
 # code -> (HTTP status, message for a toast)
 ERRORS: dict[str, tuple[int, str]] = {
@@ -45,7 +39,7 @@ ERRORS: dict[str, tuple[int, str]] = {
 
 
 class ApiError(Exception):
-    """Raised by views; rendered as `{"error": {"code", "message"}}` with the code's status."""
+    """Raised by the gateway's code; rendered as `{"error": {"code", "message"}}` with the code's status."""
 
     def __init__(self, code: str, *, detail: str = "", retry_after_s: int | None = None) -> None:
         if code not in ERRORS:
@@ -58,49 +52,3 @@ class ApiError(Exception):
     @property
     def status(self) -> int:
         return ERRORS[self.code][0]
-
-
-def error_response(code: str, *, retry_after_s: int | None = None) -> web.Response:
-    status, message = ERRORS[code]
-    headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
-    return web.json_response(
-        {"error": {"code": code, "message": message}},
-        status=status,
-        headers=headers,
-        dumps=lambda o: json.dumps(o, ensure_ascii=False),
-    )
-
-
-_HTTP_STATUS_CODES = {
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "audio_too_large",
-    415: "unsupported_media_type",
-}
-
-
-@web.middleware
-async def error_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Every failure leaves as the contract's error JSON; unexpected ones are logged once, as `internal`."""
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        if exc.status >= 500:
-            log.warning("%s %s -> %s: %s", request.method, request.path, exc.code, exc.detail)
-        retry_after = exc.retry_after_s
-        if retry_after is None and exc.status in (429, 503):
-            retry_after = 5
-        return error_response(exc.code, retry_after_s=retry_after)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = _HTTP_STATUS_CODES.get(exc.status, "invalid_request" if exc.status < 500 else "internal")
-        response = error_response(code)
-        if "Allow" in exc.headers:  # a 405 must say which methods the resource has (RFC 9110)
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
-    except Exception:
-        log.exception("%s %s failed", request.method, request.path)
-        return error_response("internal")

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Awaitable, Callable
 
 import nats.errors
-from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
@@ -61,26 +59,3 @@ class GatewayMetrics:
         with contextlib.suppress(nats.errors.Error, TimeoutError):
             self.queue_pending.set(await queue_pending())
         return generate_latest(self.registry)
-
-    def middleware(self) -> Callable:
-        @web.middleware
-        async def observe(
-            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-        ) -> web.StreamResponse:
-            started = time.perf_counter()
-            status = 500
-            try:
-                response = await handler(request)
-                status = response.status
-                return response
-            except web.HTTPException as exc:
-                status = exc.status
-                raise
-            finally:
-                route = request.match_info.route.resource
-                name = route.canonical if route is not None else "unmatched"
-                self.http_seconds.labels(request.method, name, str(status)).observe(
-                    time.perf_counter() - started
-                )
-
-        return observe

@@ -13,7 +13,7 @@ from enum import IntEnum
 
 from wechat_adapter.context import Gateway
 from wechat_adapter.errors import ApiError
-from wechat_adapter.wechat_api import TextVerdict, WeChatError, WeChatUnavailable
+from wechat_adapter.wechat.api import TextVerdict, WeChatError, WeChatUnavailable
 
 log = logging.getLogger(__name__)
 

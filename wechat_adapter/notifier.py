@@ -23,28 +23,27 @@ notification whenever the process died during it, which is worse for a "your aud
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.msg import Msg
 
+from common import vocabulary
 from common.config import ConfigError, Settings
 from common.logs import log_context
-from common.owners import is_valid_owner, owned_key
+from common.owners import is_valid_owner
 from events import names
 from events.bus import CONSUMERS, EventBus
-from events.consumer import consuming
+from events.consumer import ConsumerLoop, event_consumer
 from events.envelope import Envelope
+from events.retry import RetryPolicy
 from events.state import SharedState
 from events.task_events import notify_event
 from wechat_adapter.context import Gateway
 from wechat_adapter.metrics import GatewayMetrics
-from wechat_adapter.subscribe_message import TemplateMapping, task_page
-from wechat_adapter.wechat_api import WeChatClient, WeChatError, WeChatUnavailable
+from wechat_adapter.wechat.api import WeChatClient, WeChatError, WeChatUnavailable
+from wechat_adapter.wechat.subscribe_message import TemplateMapping, task_page
 
 log = logging.getLogger(__name__)
 
@@ -52,29 +51,16 @@ log = logging.getLogger(__name__)
 NO_CONSENT = 43101
 BAD_ARGUMENT = 47003
 UNAVAILABLE = "unavailable"  # the errcode recorded when WeChat could not be reached in time
-# "lang" values subscribeMessage.send accepts.
-LANGS = frozenset({"zh_CN", "en_US", "zh_HK", "zh_TW"})
-MINIPROGRAM_STATES = frozenset({"formal", "trial", "developer"})
+MINIPROGRAM_STATES = vocabulary.MINIPROGRAM_STATES
 
 # 47003's errmsg names the value it refused: "argument invalid! data.thing1.value exceeds limit".
 _REFUSED_FIELD = re.compile(r"\bdata\.([a-z_]+\d+)\b|\b(page|miniprogram_state|lang|touser|template_id)\b")
 _MAX_DELIVER = next(spec.max_deliver for spec in CONSUMERS if spec.name == names.NOTIFIER_CONSUMER)
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """When to try again after WeChat was unavailable, counted in JetStream deliveries (1-based)."""
-
-    first_delay_s: float = 1.0
-    max_delay_s: float = 60.0
-    give_up_after: int = 8  # deliveries; must stay below the consumer's max_deliver
-
-    def delay_s(self, num_delivered: int) -> float:
-        """The nak delay after delivery `num_delivered` failed: 1, 2, 4, … s, capped."""
-        return min(self.first_delay_s * 2 ** max(num_delivered - 1, 0), self.max_delay_s)
-
-    def gives_up(self, num_delivered: int) -> bool:
-        return num_delivered >= self.give_up_after
+# When to try again after WeChat was unavailable: nak after 1, 2, 4 … 60 s; delivery 8 gives up
+# (give_up_after must stay below the consumer's max_deliver).
+NOTIFY_RETRY = RetryPolicy(first_delay_s=1.0, max_delay_s=60.0, give_up_after=8)
 
 
 def refused_field(errmsg: str) -> str | None:
@@ -97,11 +83,9 @@ class Notifier:
         retry: RetryPolicy | None = None,
     ) -> None:
         self._mapping = TemplateMapping.from_pairs(settings.wechat_template_fields)
-        if settings.wechat_lang not in LANGS:
-            raise ConfigError(f"WECHAT_LANG must be one of {sorted(LANGS)}, got {settings.wechat_lang!r}")
         if settings.wechat_miniprogram_state not in MINIPROGRAM_STATES:
             raise ConfigError("WECHAT_MINIPROGRAM_STATE must be formal, trial or developer")
-        self._retry = retry or RetryPolicy()
+        self._retry = retry or NOTIFY_RETRY
         if self._retry.give_up_after >= _MAX_DELIVER:
             raise ValueError(
                 f"give_up_after={self._retry.give_up_after} leaves no delivery of the {_MAX_DELIVER} "
@@ -133,7 +117,7 @@ class Notifier:
             log.error("notifier: %s %s names no task of a valid user; dropping", event.type, event.id)
             await msg.term()
             return
-        task = await self._state.tasks.get(owned_key(event.openid, event.task_id))
+        task = await self._state.tasks.get(event.openid, event.task_id)
         if task is None or not task.notify:
             await msg.ack()
             return
@@ -195,8 +179,6 @@ class Notifier:
         await msg.ack()
 
 
-@contextlib.asynccontextmanager
-async def running(gateway: Gateway) -> AsyncIterator[None]:
-    """Consume finished tasks for as long as the block runs; a bad template mapping raises here."""
-    async with consuming(gateway.bus, names.NOTIFIER_CONSUMER, Notifier.for_gateway(gateway)):
-        yield
+def consumer(gateway: Gateway) -> ConsumerLoop[Envelope]:
+    """The notifier's consumer loop, for the gateway's supervisor; a bad template mapping raises here."""
+    return event_consumer(gateway.bus, names.NOTIFIER_CONSUMER, Notifier.for_gateway(gateway))

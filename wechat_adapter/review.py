@@ -14,32 +14,34 @@ died half-way.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
 
 from common.ids import new_id
-from common.owners import owned_key
+from common.owners import is_valid_owner, owned_key
 from events import names
 from events.bus import consumer_spec
-from events.consumer import consuming
+from events.consumer import ConsumerLoop, event_consumer
 from events.envelope import Envelope, new_event
 from events.names import EventType
 from events.records import ErrorInfo, MediaCheckRecord, TaskStatus, VoiceRecord, VoiceStatus
+from events.retry import RetryPolicy
 from events.task_events import failed_event, requested_event
 from wechat_adapter.context import Gateway
 from wechat_adapter.errors import ERRORS
 
 log = logging.getLogger(__name__)
 
-# A verdict can arrive before media_check_async has returned its trace_id to us: wait for the mapping.
-_UNKNOWN_TRACE_RETRY_S = 1.0
-# Below the review consumer's max_deliver, so the last attempt can still log and terminate.
-_UNKNOWN_TRACE_ATTEMPTS = consumer_spec(names.REVIEW_CONSUMER).max_deliver - 1
+# A verdict can arrive before media_check_async has returned its trace_id to us: wait for the mapping,
+# 1 s between deliveries. Giving up below the review consumer's max_deliver, so the last attempt can
+# still log and terminate.
+_UNKNOWN_TRACE_RETRY = RetryPolicy(
+    first_delay_s=1.0, max_delay_s=1.0, give_up_after=consumer_spec(names.REVIEW_CONSUMER).max_deliver - 1
+)
 
 # The `suggest` (and review label) of a decision taken because WeChat's verdict never came.
 TIMEOUT_SUGGEST = "timeout"
@@ -52,6 +54,31 @@ class Verdict:
 
     status: VoiceStatus
     label: str
+
+
+async def record_wechat_verdict(gateway: Gateway, message: dict[str, Any]) -> None:
+    """A verified `wxa_media_check` push becomes a `tts.voice.reviewed` event for this consumer."""
+    trace_id = message.get("trace_id")
+    result = message.get("result") or {}
+    if not isinstance(trace_id, str) or not trace_id or not isinstance(result, dict):
+        log.warning("media check push without trace_id or result")
+        return
+    openid = message.get("FromUserName")
+    await gateway.bus.publish(
+        new_event(
+            EventType.VOICE_REVIEWED,
+            openid=openid if isinstance(openid, str) and is_valid_owner(openid) else "",
+            trace_id=new_id("tr"),
+            # Repeated pushes of one verdict dedupe on the stream; the consumer is idempotent too.
+            event_id=f"review.{trace_id}",
+            data={
+                "media_trace_id": trace_id,
+                "suggest": str(result.get("suggest", "")),
+                "label": str(result.get("label", "")),
+            },
+        )
+    )
+    log.info("media verdict for %s: %s/%s", trace_id, result.get("suggest"), result.get("label"))
 
 
 def voice_status_for(suggest: str) -> VoiceStatus:
@@ -176,14 +203,13 @@ class ReviewHandler:
         # The sweeper only times out a check it has read, so a timeout event without one means the
         # voice was deleted since: nothing to wait for.
         timed_out = event.data.get("suggest") == TIMEOUT_SUGGEST
-        if not timed_out and msg.metadata.num_delivered < _UNKNOWN_TRACE_ATTEMPTS:
-            await msg.nak(delay=_UNKNOWN_TRACE_RETRY_S)
+        if not timed_out and not _UNKNOWN_TRACE_RETRY.gives_up(msg.metadata.num_delivered):
+            await msg.nak(delay=_UNKNOWN_TRACE_RETRY.delay_s(msg.metadata.num_delivered))
             return
         log.warning("verdict for unknown media check %s dropped", trace_id)
         await msg.term()
 
 
-@contextlib.asynccontextmanager
-async def running(gateway: Gateway) -> AsyncIterator[None]:
-    async with consuming(gateway.bus, names.REVIEW_CONSUMER, ReviewHandler(gateway)):
-        yield
+def consumer(gateway: Gateway) -> ConsumerLoop[Envelope]:
+    """The review consumer's loop, for the gateway's supervisor."""
+    return event_consumer(gateway.bus, names.REVIEW_CONSUMER, ReviewHandler(gateway))

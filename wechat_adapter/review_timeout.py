@@ -27,12 +27,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 
 import nats.errors
 
-from common.owners import owned_key
 from events.records import MediaCheckRecord, VoiceStatus
 from wechat_adapter import review
 from wechat_adapter.context import Gateway
@@ -40,7 +38,6 @@ from wechat_adapter.context import Gateway
 log = logging.getLogger(__name__)
 
 MAX_SWEEP_INTERVAL_S = 60.0
-_STOP_GRACE_S = 5.0
 _DECISIONS = {"reject": VoiceStatus.REJECTED, "accept": VoiceStatus.READY}
 
 
@@ -60,9 +57,15 @@ def decision_for(policy: str) -> VoiceStatus:
 class ReviewTimeoutSweeper:
     """Publishes a timeout decision for each overdue media check whose voice is still pending."""
 
-    def __init__(self, gateway: Gateway, *, timeout_s: float, decision: VoiceStatus) -> None:
+    # Stopping waits this long for a round in progress: every step of a round is safe to repeat.
+    STOP_GRACE_S = 5.0
+
+    def __init__(
+        self, gateway: Gateway, *, timeout_s: float, decision: VoiceStatus, interval_s: float
+    ) -> None:
         self._gateway = gateway
         self._timeout_s = timeout_s
+        self.interval_s = interval_s
         self._decision = decision
         self._waiting: dict[str, MediaCheckRecord] = {}  # read, not yet settled
         self._settled: set[str] = set()  # voice decided, deleted, or our decision published
@@ -99,7 +102,7 @@ class ReviewTimeoutSweeper:
     async def _settle(self, check: MediaCheckRecord) -> int:
         """Publish our decision if the voice is still pending; either way the check needs no more rounds."""
         state = self._gateway.state
-        voice = await state.voices.get(owned_key(check.owner, check.voice_id))
+        voice = await state.voices.get(check.owner, check.voice_id)
         published = 0
         if voice is not None and voice.status == VoiceStatus.PENDING_REVIEW:
             await self._gateway.bus.publish(review.timeout_event(check, self._decision))
@@ -115,54 +118,24 @@ class ReviewTimeoutSweeper:
         self._settled.add(check.trace_id)
         return published
 
-    async def run(self, stopping: asyncio.Event, *, interval_s: float) -> None:
-        """Sweep every `interval_s` until `stopping` is set; NATS trouble only skips a round."""
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Sweep every `interval_s` until `stopping` is set (supervised work)."""
         while not stopping.is_set():
             try:
                 await self.sweep()
             except nats.errors.Error as exc:
-                log.warning("review timeout sweep failed; next try in %.1f s: %r", interval_s, exc)
+                log.warning("review timeout sweep failed; next try in %.1f s: %r", self.interval_s, exc)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), interval_s)
+                await asyncio.wait_for(stopping.wait(), self.interval_s)
 
-
-@contextlib.asynccontextmanager
-async def running(
-    gateway: Gateway, *, interval_s: float | None = None
-) -> AsyncIterator[ReviewTimeoutSweeper]:
-    """Sweep for the duration of the block (every `sweep_interval_s(timeout)` unless told otherwise)."""
-    settings = gateway.settings
-    timeout_s = float(settings.media_review_timeout_s)
-    sweeper = ReviewTimeoutSweeper(
-        gateway, timeout_s=timeout_s, decision=decision_for(settings.media_review_timeout_policy)
-    )
-    if interval_s is None:
-        interval_s = sweep_interval_s(timeout_s)
-    stopping = asyncio.Event()
-    task = asyncio.create_task(
-        sweeper.run(stopping, interval_s=interval_s),
-        name="review-timeout-sweeper",
-    )
-    task.add_done_callback(_report_crash)
-    try:
-        yield sweeper
-    finally:
-        stopping.set()
-        await _stop(task)
-
-
-def _report_crash(task: asyncio.Task[None]) -> None:
-    # Say so at once rather than at shutdown, when `_stop` re-raises it.
-    if not task.cancelled() and task.exception() is not None:
-        log.error("review timeout sweeper stopped", exc_info=task.exception())
-
-
-async def _stop(task: asyncio.Task[None]) -> None:
-    """Let a round in progress finish briefly, then cancel: every step of a round is safe to repeat."""
-    try:
-        await asyncio.wait_for(asyncio.shield(task), _STOP_GRACE_S)
-    except TimeoutError:
-        log.warning("review timeout sweeper did not stop within %.0f s; cancelling", _STOP_GRACE_S)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    @classmethod
+    def for_gateway(cls, gateway: Gateway, *, interval_s: float | None = None) -> ReviewTimeoutSweeper:
+        """The sweeper the settings ask for (every `sweep_interval_s(timeout)` unless told otherwise)."""
+        settings = gateway.settings
+        timeout_s = float(settings.media_review_timeout_s)
+        return cls(
+            gateway,
+            timeout_s=timeout_s,
+            decision=decision_for(settings.media_review_timeout_policy),
+            interval_s=sweep_interval_s(timeout_s) if interval_s is None else interval_s,
+        )

@@ -1,5 +1,5 @@
 /**
- * The VoiceRelay HTTP API (CONTRACT.md §3, /openapi.json): every call the mini program makes goes
+ * The VoiceRelay HTTP API (the gateway's /openapi.json): every call the mini program makes goes
  * through this module. It adds the bearer token, logs in again once on 401, waits out a short
  * Retry-After once where repeating is safe, and turns every failure into an ApiError whose `message`
  * is the server's own (see utils/errors.js).

@@ -5,8 +5,8 @@
 # The engine is synth_worker/engines/cosyvoice3.py. On a GPU host with the weights, check an image with
 #   docker compose --profile gpu run --rm worker-gpu python -m ops gpu-smoke
 #
-# Why CosyVoice is cloned rather than pip-installed: the official code is not a package (DESIGN.md,
-# "CosyVoice3 facts"); it is imported from /opt/CosyVoice and its Matcha-TTS submodule via PYTHONPATH.
+# Why CosyVoice is cloned rather than pip-installed: the official code is not a package
+# (docs/COSYVOICE3.md); it is imported from /opt/CosyVoice and its Matcha-TTS submodule via PYTHONPATH.
 # Model weights are NOT baked in: they are mounted read-only at /models (COSYVOICE_MODEL_HOST_DIR).
 FROM nvidia/cuda:12.1.1-cudnn8-runtime-ubuntu22.04
 
@@ -42,7 +42,7 @@ RUN git init -q /opt/CosyVoice \
 # Its requirements, less what inference with load_trt=False / load_vllm=False never imports (training:
 # deepspeed, tensorboard; web demos: gradio, fastapi, uvicorn; TensorRT), less torch/torchaudio
 # (installed above from the CUDA index), and less pyworld: its sdist fails on import with current
-# setuptools (DESIGN.md) and CosyVoice inference never imports it, while our espeak engine (which
+# setuptools and CosyVoice inference never imports it, while our espeak engine (which
 # `python -m ops` imports) does, so the project's prebuilt wheel of the same module goes in below.
 RUN grep -viE '^(deepspeed|gradio|fastapi(-cli)?|uvicorn|tensorboard|tensorrt[-a-z0-9]*|torch|torchaudio|pyworld)(==|[ ;]|$)' \
         /opt/CosyVoice/requirements.txt > /tmp/cosyvoice-requirements.txt \

@@ -16,11 +16,11 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from common.config import EMULATOR_APPID, Settings
-from wechat_adapter.views.common import gateway_of, json_response
+from wechat_adapter.fields import DEMO_CONTENT_TYPES as CONTENT_TYPES
+from wechat_adapter.http.requests import gateway_of, json_response
 
 STATIC_DIR = "static/demo"
 INDEX = "index.html"
-CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ import json
 
 from aiohttp import web
 
-from wechat_adapter.context import GATEWAY
+from wechat_adapter.http.requests import GATEWAY
 from wechat_adapter.openapi import build_document
 
 # The document never changes while the app runs: built and serialised once, at start-up.

@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from storage.objects import StorageError
-from wechat_adapter.views.common import gateway_of, json_response
+from wechat_adapter.http.requests import gateway_of, json_response
 
 _READY_TIMEOUT_S = 2.0
 
@@ -18,16 +18,23 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when NATS is connected and the S3 bucket answers."""
+    """Ready when NATS is connected, the S3 bucket answers and every background consumer runs.
+
+    `consumers` names each of the gateway's consumers and tasks (notifier, review, review timeout)
+    with whether it is alive: one that died makes the gateway unready, so it is restarted instead of
+    silently sending no notifications or applying no verdicts.
+    """
     gateway = gateway_of(request)
-    checks = {"nats": gateway.bus.is_connected, "s3": True}
+    consumers = gateway.background.liveness()
+    checks = {"nats": gateway.bus.is_connected, "s3": True, "consumers": all(consumers.values())}
     try:
         await asyncio.wait_for(gateway.store.ping(), _READY_TIMEOUT_S)
     except (StorageError, TimeoutError):
         checks["s3"] = False
     ok = all(checks.values())
     return json_response(
-        {"status": "ready" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+        {"status": "ready" if ok else "unavailable", "checks": checks, "consumers": consumers},
+        status=200 if ok else 503,
     )
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from storage.objects import ObjectNotFound, StorageError
-from wechat_adapter.errors import ApiError, error_response
-from wechat_adapter.views.common import gateway_of
+from wechat_adapter.errors import ApiError
+from wechat_adapter.http.errors import error_response
+from wechat_adapter.http.requests import gateway_of
 
 
 async def serve_object(request: web.Request, key: str, *, content_type: str | None = None) -> web.Response:

@@ -6,12 +6,9 @@ import logging
 
 from aiohttp import web
 
-from common.ids import new_id
-from common.owners import is_valid_owner
-from events.envelope import new_event
-from events.names import EventType
-from wechat_adapter.push_security import MAX_BODY_BYTES, PushRejected, PushVerifier
-from wechat_adapter.views.common import gateway_of
+from wechat_adapter.http.requests import gateway_of
+from wechat_adapter.review import record_wechat_verdict
+from wechat_adapter.wechat.push_security import MAX_BODY_BYTES, PushRejected, PushVerifier
 
 log = logging.getLogger(__name__)
 
@@ -54,34 +51,10 @@ async def receive(request: web.Request) -> web.Response:
         log.warning("push refused: %s", exc)
         return web.Response(status=403, text="forbidden")
     if message.get("Event") == MEDIA_CHECK_EVENT:
-        await _record_media_verdict(request, message)
+        await record_wechat_verdict(gateway_of(request), message)
     else:
         log.info("push ignored: event %r", message.get("Event") or message.get("MsgType"))
     return web.Response(text="success")
-
-
-async def _record_media_verdict(request: web.Request, message: dict) -> None:
-    trace_id = message.get("trace_id")
-    result = message.get("result") or {}
-    if not isinstance(trace_id, str) or not trace_id or not isinstance(result, dict):
-        log.warning("media check push without trace_id or result")
-        return
-    openid = message.get("FromUserName")
-    await gateway_of(request).bus.publish(
-        new_event(
-            EventType.VOICE_REVIEWED,
-            openid=openid if isinstance(openid, str) and is_valid_owner(openid) else "",
-            trace_id=new_id("tr"),
-            # Repeated pushes of one verdict dedupe on the stream; the consumer is idempotent too.
-            event_id=f"review.{trace_id}",
-            data={
-                "media_trace_id": trace_id,
-                "suggest": str(result.get("suggest", "")),
-                "label": str(result.get("label", "")),
-            },
-        )
-    )
-    log.info("media verdict for %s: %s/%s", trace_id, result.get("suggest"), result.get("label"))
 
 
 def add_routes(app: web.Application) -> None:

@@ -8,34 +8,32 @@ from typing import Any
 
 from aiohttp import web
 
-from common.ids import new_id
 from common.owners import owned_key
 from common.presets import PRESETS, PRESETS_BY_ID
 from common.text import TextError, normalise_text
 from events.records import TaskRecord, TaskStatus
 from wechat_adapter.errors import ApiError
-from wechat_adapter.submission import idempotency_key, submit, submit_once
-from wechat_adapter.views.common import (
-    gateway_of,
-    json_response,
-    load_owned,
-    owner_of,
-    read_json_object,
-    task_json,
+from wechat_adapter.fields import (
+    FORMATS,
+    IDEMPOTENCY_HEADER,
+    IDEMPOTENCY_KEY_MAX_CHARS,
+    LIST_LIMIT_DEFAULT,
+    LIST_LIMIT_MAX,
+    MODES,
+    SPEED_RANGE,
 )
+from wechat_adapter.http.requests import caller_of, gateway_of, json_response, owner_of, read_json_object
+from wechat_adapter.submission import SynthesisRequest, submit
+from wechat_adapter.views.common import load_owned, task_json
 from wechat_adapter.views.media import serve_object
 
 log = logging.getLogger(__name__)
 
-MODES = ("zero_shot", "instruct", "cross_lingual")
-FORMATS = ("mp3", "aac", "wav")
-SPEED_RANGE = (0.5, 2.0)
-LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 20, 100
 SSE_HEARTBEAT_S = 15.0
 SSE_POLL_S = 1.0  # how soon a stream notices the gateway is stopping
 
 
-def _parse_request(body: dict[str, Any], *, text_max_chars: int) -> dict[str, Any]:
+def _parse_request(body: dict[str, Any], *, text_max_chars: int) -> SynthesisRequest:
     """Validate a submission's fields; returns the normalised values or raises ApiError."""
     text, voice_id = body.get("text"), body.get("voice_id")
     if not isinstance(text, str):
@@ -67,27 +65,40 @@ def _parse_request(body: dict[str, Any], *, text_max_chars: int) -> dict[str, An
     notify = body.get("notify", False)
     if not isinstance(notify, bool):
         raise ApiError("invalid_request", detail="notify must be true or false")
-    return {
-        "text": text,
-        "voice_id": voice_id,
-        "mode": mode,
-        "instruct": instruct,
-        "format": audio_format,
-        "speed": float(speed),
-        "notify": notify,
-    }
+    return SynthesisRequest(
+        text=text,
+        voice_id=voice_id,
+        mode=mode,
+        instruct=instruct,
+        format=audio_format,
+        speed=float(speed),
+        notify=notify,
+    )
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    """The header's value: 1..255 printable ASCII characters, sent once (None when absent)."""
+    values = request.headers.getall(IDEMPOTENCY_HEADER, [])
+    if not values:
+        return None
+    if len(values) > 1:
+        raise ApiError("invalid_request", detail=f"{IDEMPOTENCY_HEADER} sent more than once")
+    [value] = values
+    if not 1 <= len(value) <= IDEMPOTENCY_KEY_MAX_CHARS or not all(" " <= ch <= "~" for ch in value):
+        raise ApiError(
+            "invalid_request",
+            detail=f"{IDEMPOTENCY_HEADER} must be 1..{IDEMPOTENCY_KEY_MAX_CHARS} printable ASCII characters",
+        )
+    return value
 
 
 async def create_synthesis(request: web.Request) -> web.Response:
     """202 with a new task, or 200 with a finished one: a cache hit, or a repeat (same
     Idempotency-Key and body) of a request whose task has finished."""
     gateway = gateway_of(request)
-    key = idempotency_key(request)
+    key = _idempotency_key(request)
     fields = _parse_request(await read_json_object(request), text_max_chars=gateway.settings.text_max_chars)
-    if key is None:
-        task = await submit(request, fields, new_id("t"))
-    else:
-        task = await submit_once(request, fields, key)
+    task = await submit(gateway, caller_of(request), fields, idempotency_key=key)
     return json_response(task_json(gateway, task), status=200 if task.status.is_final else 202)
 
 

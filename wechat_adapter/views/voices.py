@@ -2,148 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-import msgspec
 from aiohttp import web
 
-from common.ids import new_id
-from common.owners import owned_key
-from common.text import TextError, normalise_text
-from events.envelope import new_event, utc_now_iso
-from events.names import EventType
-from events.records import MediaCheckRecord, VoiceRecord, VoiceStatus
-from storage.keys import features_prefix, sample_key
-from storage.objects import ObjectNotFound, StorageError
-from wechat_adapter.context import Gateway
+from events.records import VoiceRecord
+from storage.objects import ObjectNotFound
+from wechat_adapter import enrolment
 from wechat_adapter.errors import ApiError
-from wechat_adapter.intake import analyse_sample, read_upload
-from wechat_adapter.moderation import Scene, require_clean_text
-from wechat_adapter.views.common import (
-    gateway_of,
-    json_response,
-    load_owned,
-    owner_of,
-    trace_id_of,
-    voice_json,
-)
+from wechat_adapter.fields import MEDIA_LINK_MAX_AGE_S
+from wechat_adapter.http.requests import caller_of, gateway_of, json_response, owner_of
+from wechat_adapter.http.uploads import read_upload
+from wechat_adapter.views.common import load_owned, voice_json
 from wechat_adapter.views.media import serve_object
-from wechat_adapter.wechat_api import WeChatError, WeChatUnavailable
 
 log = logging.getLogger(__name__)
 
-NAME_MAX_CHARS = 20
-DEFAULT_NAME = "我的声音"
-MEDIA_LINK_MAX_AGE_S = 3 * 3600  # WeChat fetches the sample within 30 minutes of the check
-
-
-def _clean_field(value: str, *, max_chars: int, field: str) -> str:
-    try:
-        return normalise_text(value, max_chars=max_chars)
-    except TextError as exc:
-        raise ApiError(
-            "invalid_request" if exc.code == "text_empty" else exc.code, detail=f"{field}: {exc}"
-        ) from None
-
 
 async def create_voice(request: web.Request) -> web.Response:
-    gateway, owner = gateway_of(request), owner_of(request)
+    gateway = gateway_of(request)
     upload = await read_upload(request, max_bytes=gateway.settings.upload_max_bytes)
-    prompt_text = _clean_field(
-        upload.prompt_text, max_chars=gateway.settings.text_max_chars, field="prompt_text"
-    )
-    name = _clean_field(upload.name or DEFAULT_NAME, max_chars=NAME_MAX_CHARS, field="name")
-    loop = asyncio.get_running_loop()
-    sample = await loop.run_in_executor(gateway.audio_executor, analyse_sample, upload.audio)
-    await require_clean_text(gateway, owner=owner, text=f"{name}\n{prompt_text}", scene=Scene.PROFILE)
-
-    voice_id = new_id("v")
-    voice = VoiceRecord(
-        voice_id=voice_id,
-        owner=owner,
-        name=name,
-        status=VoiceStatus.PENDING_REVIEW,
-        duration_s=sample.duration_s,
-        prompt_text=prompt_text,
-        created_at=utc_now_iso(),
-        sample_key=sample_key(owner, voice_id),
-        audio_sha256=sample.sha256,
-    )
-    key = owned_key(owner, voice_id)
-    try:
-        await gateway.store.put(voice.sample_key, sample.wav_16k, "audio/wav")
-        await gateway.state.voices.create(key, voice)
-        trace_id = await _start_media_check(gateway, voice)
-        # Compare-and-set, not put: WeChat's verdict may already have been applied to this voice.
-        voice = await gateway.state.voices.update(
-            key, lambda current: msgspec.structs.replace(current, media_trace_id=trace_id)
-        ) or msgspec.structs.replace(voice, media_trace_id=trace_id)
-        await gateway.bus.publish(
-            new_event(
-                EventType.VOICE_UPLOADED,
-                openid=owner,
-                trace_id=trace_id_of(request),
-                voice_id=voice.voice_id,
-                data={
-                    "duration_s": voice.duration_s,
-                    "audio_sha256": voice.audio_sha256,
-                    "media_trace_id": voice.media_trace_id,
-                },
-            )
-        )
-    except Exception as exc:
-        # Nothing half-stored: a voice exists only with its sample, its review and its event.
-        try:
-            await _erase_objects(gateway, voice)
-        except StorageError as erase_exc:  # S3 may be what failed; the lifecycle rule expires what is left
-            log.warning("could not delete the objects of voice %s: %s", voice.voice_id, erase_exc)
-        await _erase_records(gateway, voice)
-        if isinstance(exc, StorageError):
-            raise ApiError("unavailable", detail=f"storing the sample: {exc}") from exc
-        raise
-    log.info(
-        "voice %s uploaded by %s (%.1f s), review %s",
-        voice.voice_id,
-        owner,
-        voice.duration_s,
-        voice.media_trace_id,
-    )
+    voice = await enrolment.enrol_voice(gateway, caller_of(request), upload)
     return json_response(voice_json(gateway, voice), status=201)
-
-
-async def _start_media_check(gateway: Gateway, voice: VoiceRecord) -> str:
-    """Ask WeChat to review the sample; it fetches a signed, expiring gateway URL (no S3 credentials)."""
-    link = gateway.links.sign("media", voice.owner, voice.voice_id)
-    try:
-        trace_id = await gateway.wechat.media_check_async(
-            openid=voice.owner,
-            media_url=gateway.public_url(f"/wechat/media/{link}"),
-            scene=int(Scene.PROFILE),
-        )
-    except (WeChatError, WeChatUnavailable) as exc:
-        raise ApiError("wechat_unavailable", detail=str(exc)) from exc
-    await gateway.state.media_checks.put(
-        trace_id,
-        MediaCheckRecord(
-            trace_id=trace_id, owner=voice.owner, voice_id=voice.voice_id, created_at=utc_now_iso()
-        ),
-    )
-    return trace_id
-
-
-async def _erase_objects(gateway: Gateway, voice: VoiceRecord) -> None:
-    """The sample and every feature an engine cached from it; raises StorageError."""
-    await gateway.store.delete(voice.sample_key)
-    await gateway.store.delete_prefix(features_prefix(voice.owner, voice.voice_id))
-
-
-async def _erase_records(gateway: Gateway, voice: VoiceRecord) -> None:
-    """Results made with the voice first (they must not be handed out again), then the voice itself."""
-    await gateway.state.results.forget_voice(voice.owner, voice.voice_id)
-    await gateway.state.voices.delete(owned_key(voice.owner, voice.voice_id))
-    if voice.media_trace_id:
-        await gateway.state.media_checks.delete(voice.media_trace_id)
 
 
 async def load_voice(request: web.Request) -> VoiceRecord:
@@ -166,24 +46,8 @@ async def voice_audio(request: web.Request) -> web.StreamResponse:
 
 
 async def delete_voice(request: web.Request) -> web.Response:
-    """Erase the voice: sample, cached features, cached results, records. Objects go first, so a
-    failed delete leaves the voice in place to be deleted again; finished tasks keep their own audio
-    (already delivered), which the S3 lifecycle expires."""
     gateway, voice = gateway_of(request), await load_voice(request)
-    try:
-        await _erase_objects(gateway, voice)
-    except StorageError as exc:
-        raise ApiError("unavailable", detail=f"deleting voice {voice.voice_id}: {exc}") from exc
-    await _erase_records(gateway, voice)
-    await gateway.bus.publish(
-        new_event(
-            EventType.VOICE_DELETED,
-            openid=voice.owner,
-            trace_id=trace_id_of(request),
-            voice_id=voice.voice_id,
-        )
-    )
-    log.info("voice %s deleted by %s", voice.voice_id, voice.owner)
+    await enrolment.delete_voice(gateway, caller_of(request), voice)
     return web.Response(status=204)
 
 
@@ -194,7 +58,7 @@ async def media_for_wechat(request: web.Request) -> web.StreamResponse:
     if signed is None:
         raise ApiError("not_found", detail="bad or expired media link")
     owner, voice_id = signed
-    voice = await gateway.state.voices.get(owned_key(owner, voice_id))
+    voice = await gateway.state.voices.get(owner, voice_id)
     if voice is None:
         raise ApiError("not_found", detail=f"voice {voice_id}")
     try:

@@ -1,4 +1,4 @@
-// The gateway's HTTP API (CONTRACT §3), as the mini program uses it.
+// The gateway's HTTP API (its /openapi.json), as the mini program uses it.
 import { readEventStream } from "./sse.js";
 
 const FINAL_STATUSES = new Set(["succeeded", "failed", "rejected"]);

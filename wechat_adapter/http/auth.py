@@ -6,15 +6,14 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from wechat_adapter.context import GATEWAY
 from wechat_adapter.errors import ApiError
+from wechat_adapter.fields import LINK_MAX_AGE_S
+from wechat_adapter.http.requests import GATEWAY, OWNER
 
-OWNER = web.RequestKey("owner", str)  # the caller's openid
 PUBLIC_PATHS = frozenset({"/v1/session"})
 # Routes a client may reach with `?sig=` instead of a header (audio players cannot set headers).
 # Route name -> the link kind signed for it; the signed id must match the URL's `{id}`.
 LINKED_ROUTES = {"task_audio": "task-audio", "voice_audio": "voice-audio"}
-LINK_MAX_AGE_S = 24 * 3600
 
 
 @web.middleware

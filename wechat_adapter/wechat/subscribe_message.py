@@ -1,7 +1,7 @@
 """Filling a subscription-message template: which task field each keyword shows, fitted to its type.
 
 WeChat refuses a whole send (47003) when one value breaks its keyword type's rule, and the rules are
-per type (DESIGN.md "WeChat facts"): `thing` ≤ 20 characters, `phrase` ≤ 5 Chinese characters,
+per type (WeChat's subscribeMessage.send docs): `thing` ≤ 20 characters, `phrase` ≤ 5 Chinese characters,
 `character_string` ≤ 32 ASCII, `time`/`date` a point in time, `number` digits, and no control
 characters anywhere. Every fitter here returns a value that obeys its rule whatever it is given.
 

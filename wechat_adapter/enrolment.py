@@ -1,0 +1,160 @@
+"""Voice enrolment: a checked sample becomes a voice under review, all or nothing; and erasure.
+
+A voice exists only with its stored sample, its KV record, its WeChat media check and its
+`tts.voice.uploaded` event: if any step fails, what was made is removed again. Plain domain code: it
+takes the gateway's services, the caller and the upload, raises ApiError, and never sees a request
+(`views/voices.py` reads the upload and renders the voice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import msgspec
+
+from common.ids import new_id
+from common.owners import owned_key
+from common.text import TextError, normalise_text
+from events.envelope import new_event, utc_now_iso
+from events.names import EventType
+from events.records import MediaCheckRecord, VoiceRecord, VoiceStatus
+from storage.keys import features_prefix, sample_key
+from storage.objects import StorageError
+from wechat_adapter.context import Caller, Gateway
+from wechat_adapter.errors import ApiError
+from wechat_adapter.fields import DEFAULT_NAME, NAME_MAX_CHARS
+from wechat_adapter.intake import Upload, analyse_sample
+from wechat_adapter.moderation import Scene, require_clean_text
+from wechat_adapter.wechat.api import WeChatError, WeChatUnavailable
+
+log = logging.getLogger(__name__)
+
+
+async def enrol_voice(gateway: Gateway, caller: Caller, upload: Upload) -> VoiceRecord:
+    """Check the fields, the audio (on the audio executor) and the text, then store the voice and
+    start WeChat's review of the sample. Returns the voice, `pending_review`."""
+    owner = caller.owner
+    prompt_text = _clean_field(
+        upload.prompt_text, max_chars=gateway.settings.text_max_chars, field="prompt_text"
+    )
+    name = _clean_field(upload.name or DEFAULT_NAME, max_chars=NAME_MAX_CHARS, field="name")
+    loop = asyncio.get_running_loop()
+    sample = await loop.run_in_executor(gateway.audio_executor, analyse_sample, upload.audio)
+    await require_clean_text(gateway, owner=owner, text=f"{name}\n{prompt_text}", scene=Scene.PROFILE)
+
+    voice_id = new_id("v")
+    voice = VoiceRecord(
+        voice_id=voice_id,
+        owner=owner,
+        name=name,
+        status=VoiceStatus.PENDING_REVIEW,
+        duration_s=sample.duration_s,
+        prompt_text=prompt_text,
+        created_at=utc_now_iso(),
+        sample_key=sample_key(owner, voice_id),
+        audio_sha256=sample.sha256,
+    )
+    key = owned_key(owner, voice_id)
+    try:
+        await gateway.store.put(voice.sample_key, sample.wav_16k, "audio/wav")
+        await gateway.state.voices.create(key, voice)
+        trace_id = await _start_media_check(gateway, voice)
+        # Compare-and-set, not put: WeChat's verdict may already have been applied to this voice.
+        voice = await gateway.state.voices.update(
+            key, lambda current: msgspec.structs.replace(current, media_trace_id=trace_id)
+        ) or msgspec.structs.replace(voice, media_trace_id=trace_id)
+        await gateway.bus.publish(
+            new_event(
+                EventType.VOICE_UPLOADED,
+                openid=owner,
+                trace_id=caller.trace_id,
+                voice_id=voice.voice_id,
+                data={
+                    "duration_s": voice.duration_s,
+                    "audio_sha256": voice.audio_sha256,
+                    "media_trace_id": voice.media_trace_id,
+                },
+            )
+        )
+    except Exception as exc:
+        # Nothing half-stored: a voice exists only with its sample, its review and its event.
+        try:
+            await _erase_objects(gateway, voice)
+        except StorageError as erase_exc:  # S3 may be what failed; the lifecycle rule expires what is left
+            log.warning("could not delete the objects of voice %s: %s", voice.voice_id, erase_exc)
+        await _erase_records(gateway, voice)
+        if isinstance(exc, StorageError):
+            raise ApiError("unavailable", detail=f"storing the sample: {exc}") from exc
+        raise
+    log.info(
+        "voice %s uploaded by %s (%.1f s), review %s",
+        voice.voice_id,
+        owner,
+        voice.duration_s,
+        voice.media_trace_id,
+    )
+    return voice
+
+
+async def delete_voice(gateway: Gateway, caller: Caller, voice: VoiceRecord) -> None:
+    """Erase the voice: sample, cached features, cached results, records. Objects go first, so a
+    failed delete leaves the voice in place to be deleted again; finished tasks keep their own audio
+    (already delivered), which the S3 lifecycle expires."""
+    try:
+        await _erase_objects(gateway, voice)
+    except StorageError as exc:
+        raise ApiError("unavailable", detail=f"deleting voice {voice.voice_id}: {exc}") from exc
+    await _erase_records(gateway, voice)
+    await gateway.bus.publish(
+        new_event(
+            EventType.VOICE_DELETED,
+            openid=voice.owner,
+            trace_id=caller.trace_id,
+            voice_id=voice.voice_id,
+        )
+    )
+    log.info("voice %s deleted by %s", voice.voice_id, voice.owner)
+
+
+def _clean_field(value: str, *, max_chars: int, field: str) -> str:
+    try:
+        return normalise_text(value, max_chars=max_chars)
+    except TextError as exc:
+        raise ApiError(
+            "invalid_request" if exc.code == "text_empty" else exc.code, detail=f"{field}: {exc}"
+        ) from None
+
+
+async def _start_media_check(gateway: Gateway, voice: VoiceRecord) -> str:
+    """Ask WeChat to review the sample; it fetches a signed, expiring gateway URL (no S3 credentials)."""
+    link = gateway.links.sign("media", voice.owner, voice.voice_id)
+    try:
+        trace_id = await gateway.wechat.media_check_async(
+            openid=voice.owner,
+            media_url=gateway.public_url(f"/wechat/media/{link}"),
+            scene=int(Scene.PROFILE),
+        )
+    except (WeChatError, WeChatUnavailable) as exc:
+        raise ApiError("wechat_unavailable", detail=str(exc)) from exc
+    await gateway.state.media_checks.put(
+        trace_id,
+        MediaCheckRecord(
+            trace_id=trace_id, owner=voice.owner, voice_id=voice.voice_id, created_at=utc_now_iso()
+        ),
+    )
+    return trace_id
+
+
+async def _erase_objects(gateway: Gateway, voice: VoiceRecord) -> None:
+    """The sample and every feature an engine cached from it; raises StorageError."""
+    await gateway.store.delete(voice.sample_key)
+    await gateway.store.delete_prefix(features_prefix(voice.owner, voice.voice_id))
+
+
+async def _erase_records(gateway: Gateway, voice: VoiceRecord) -> None:
+    """Results made with the voice first (they must not be handed out again), then the voice itself."""
+    await gateway.state.results.forget_voice(voice.owner, voice.voice_id)
+    await gateway.state.voices.delete(owned_key(voice.owner, voice.voice_id))
+    if voice.media_trace_id:
+        await gateway.state.media_checks.delete(voice.media_trace_id)
