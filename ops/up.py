@@ -1,9 +1,20 @@
 """Run the whole local stack in the foreground: NATS JetStream, SeaweedFS S3, the WeChat emulator (unless
-WECHAT_API_BASE points elsewhere), the gateway and one worker. Ctrl-C or SIGTERM stops everything in
-reverse order and leaves no process behind.
+WECHAT_API_BASE points elsewhere), the gateway and WORKERS synthesis workers (1; worker-1 … worker-N).
+Only Ctrl-C or SIGTERM stops the stack: in reverse order, leaving no process behind.
+
+`ops up` supervises what it started. The gateway or a worker that dies (a crash, OOM, `kill -9`) is
+restarted with backoff (ops.services.restarts: 1, 2, 4 … s, at most 30 s, back to 1 s once it had
+stayed up 60 s), one log line per restart naming the service, how it exited, the attempt, the delay
+and its restart count; the rest keeps running, and JetStream redelivers the job a killed worker held.
+NATS, S3 and the emulator dying is fatal instead: the stack stops and the log's tail is printed. NATS
+and S3 hold the data; restarting them under a running gateway and workers would hide the real problem
+(a full disk, a corrupt store, a port taken over) behind a flapping stack, and what was in flight
+against them is better reported than silently retried. The emulator is stateful too (pending media
+checks, issued codes), and it only exists for local runs, where a loud stop is the useful answer.
 
 Ports: NATS_PORT (4222), NATS_MONITOR_PORT (8222), S3_PORT (8333; SeaweedFS also takes the next four
-ports and each of those + 10000), EMULATOR_PORT (8090), GATEWAY_PORT (8080), WORKER_METRICS_PORT (9108).
+ports and each of those + 10000), EMULATOR_PORT (8090), GATEWAY_PORT (8080), WORKER_METRICS_PORT (9108;
+worker-i listens on it + i - 1).
 Data and logs: VOICERELAY_DATA_DIR (default var/ in the repository). Readiness limit per service:
 VOICERELAY_START_TIMEOUT_S (60). The services get their configuration as environment variables
 (Settings.to_env).
@@ -27,7 +38,8 @@ from common.config import ConfigError, Settings
 from common.logs import configure_logging
 from ops.services.nats import NatsServer
 from ops.services.ports import PortInUse, ensure_port_free
-from ops.services.processes import LOCALHOST, ServiceError, python_service
+from ops.services.processes import LOCALHOST, ManagedProcess, ServiceError, python_service
+from ops.services.restarts import Supervision
 from ops.services.s3 import SeaweedS3
 from ops.services.stack import Stack
 
@@ -50,7 +62,8 @@ class UpConfig:
     s3_port: int
     emulator_port: int
     gateway_port: int
-    worker_metrics_port: int
+    worker_metrics_port: int  # worker-i's is this + i - 1
+    workers: int
     external_wechat_api_base: str | None  # set: use it and start no emulator
     s3_access_key: str
     s3_secret_key: str
@@ -81,6 +94,16 @@ class UpConfig:
         except ValueError:
             raise ConfigError(f"VOICERELAY_START_TIMEOUT_S must be a number, got {timeout_raw!r}") from None
         gateway_port = port("GATEWAY_PORT", defaults.gateway_port)
+        workers_raw = text("WORKERS", "1")
+        if not workers_raw.isdigit() or int(workers_raw) < 1:
+            raise ConfigError(f"WORKERS must be a positive whole number, got {workers_raw!r}")
+        workers = int(workers_raw)
+        worker_metrics_port = port("WORKER_METRICS_PORT", 9108)
+        if worker_metrics_port + workers - 1 > 65535:
+            raise ConfigError(
+                f"WORKERS={workers} workers need ports WORKER_METRICS_PORT={worker_metrics_port} and "
+                f"the {workers - 1} after it, past 65535"
+            )
         return cls(
             data_dir=Path(text("VOICERELAY_DATA_DIR", str(REPO_ROOT / "var"))).resolve(),
             nats_port=port("NATS_PORT", 4222),
@@ -88,7 +111,8 @@ class UpConfig:
             s3_port=port("S3_PORT", 8333),
             emulator_port=port("EMULATOR_PORT", 8090),
             gateway_port=gateway_port,
-            worker_metrics_port=port("WORKER_METRICS_PORT", 9108),
+            worker_metrics_port=worker_metrics_port,
+            workers=workers,
             external_wechat_api_base=env.get("WECHAT_API_BASE", "").strip().rstrip("/") or None,
             s3_access_key=text("S3_ACCESS_KEY", defaults.s3_access_key),
             s3_secret_key=text("S3_SECRET_KEY", defaults.s3_secret_key),
@@ -112,9 +136,15 @@ class UpConfig:
     def gateway_url(self) -> str:
         return f"http://{LOCALHOST}:{self.gateway_port}"
 
-    @property
-    def worker_url(self) -> str:
-        return f"http://{LOCALHOST}:{self.worker_metrics_port}"
+    def worker_names(self) -> list[str]:
+        return [f"worker-{i}" for i in range(1, self.workers + 1)]
+
+    def worker_port(self, name: str) -> int:
+        """The metrics port of `name` ('worker-i'): WORKER_METRICS_PORT + i - 1."""
+        return self.worker_metrics_port + self.worker_names().index(name)
+
+    def worker_url(self, name: str) -> str:
+        return f"http://{LOCALHOST}:{self.worker_port(name)}"
 
     @property
     def logs_dir(self) -> Path:
@@ -132,8 +162,10 @@ class UpConfig:
             planned.append((self.emulator_port, "WeChat emulator", "EMULATOR_PORT"))
         planned += [
             (self.gateway_port, "gateway", "GATEWAY_PORT"),
-            (self.worker_metrics_port, "worker metrics", "WORKER_METRICS_PORT"),
         ]
+        for i, name in enumerate(self.worker_names()):
+            variable = "WORKER_METRICS_PORT" if i == 0 else f"WORKER_METRICS_PORT + {i}"
+            planned.append((self.worker_port(name), f"{name} metrics", variable))
         return planned
 
 
@@ -174,8 +206,9 @@ def service_env(config: UpConfig, nats: NatsServer, s3: SeaweedS3) -> dict[str, 
     }
 
 
-async def start_all(stack: Stack, config: UpConfig) -> None:
-    """Start the services in dependency order, each ready before the next begins."""
+async def start_all(stack: Stack, config: UpConfig) -> list[ManagedProcess]:
+    """Start the services in dependency order, each ready before the next begins: the ones to restart
+    when they die (the gateway and the workers)."""
     nats = NatsServer(
         config.data_dir / "nats",
         port=config.nats_port,
@@ -206,27 +239,30 @@ async def start_all(stack: Stack, config: UpConfig) -> None:
                 start_timeout_s=config.start_timeout_s,
             )
         )
-    await stack.start(
-        python_service(
-            "gateway",
-            "wechat_adapter",
-            env,
-            config.logs_dir / "gateway.log",
-            port=config.gateway_port,
-            health="/readyz",
-            start_timeout_s=config.start_timeout_s,
-        )
+    gateway = python_service(
+        "gateway",
+        "wechat_adapter",
+        env,
+        config.logs_dir / "gateway.log",
+        port=config.gateway_port,
+        health="/readyz",
+        start_timeout_s=config.start_timeout_s,
     )
-    await stack.start(
-        python_service(
-            "worker",
+    await stack.start(gateway)
+    restartable = [gateway]
+    for name in config.worker_names():
+        worker = python_service(
+            name,
             "synth_worker",
-            env,
-            config.logs_dir / "worker.log",
-            port=config.worker_metrics_port,
+            {**env, "WORKER_METRICS_PORT": str(config.worker_port(name))},
+            config.logs_dir / f"{name}.log",
+            port=config.worker_port(name),
+            ready_line="worker ready",  # consuming, not only serving /healthz
             start_timeout_s=config.start_timeout_s,
         )
-    )
+        await stack.start(worker)
+        restartable.append(worker)
+    return restartable
 
 
 def banner(config: UpConfig) -> str:
@@ -239,7 +275,8 @@ def banner(config: UpConfig) -> str:
         ("gateway API", config.gateway_url),
         ("H5 demo page", f"{config.gateway_url}/demo/"),
         ("OpenAPI", f"{config.gateway_url}/openapi.json"),
-        ("metrics", f"{config.gateway_url}/metrics  (worker: {config.worker_url}/metrics)"),
+        ("metrics", f"{config.gateway_url}/metrics"),
+        *((f"{name} metrics", f"{config.worker_url(name)}/metrics") for name in config.worker_names()),
         wechat,
         (
             "NATS",
@@ -248,7 +285,10 @@ def banner(config: UpConfig) -> str:
         ("S3", f"http://{LOCALHOST}:{config.s3_port}  (bucket {config.s3_bucket})"),
         ("logs", str(config.logs_dir)),
     ]
-    lines = [f"{READY_LINE} — Ctrl-C stops everything", *(f"  {name:<16} {value}" for name, value in rows)]
+    lines = [
+        f"{READY_LINE} — Ctrl-C stops everything; a gateway or worker that dies is restarted",
+        *(f"  {name:<16} {value}" for name, value in rows),
+    ]
     return "\n".join(lines)
 
 
@@ -268,22 +308,31 @@ async def _unless_stopped(coro: Coroutine[Any, Any, T], stop: asyncio.Event) -> 
 
 
 async def serve(config: UpConfig) -> int:
-    """Start the stack, stay up until a signal or a child's death, then stop it all: the exit status."""
+    """Start the stack, restart the gateway and workers as they die, stay up until a signal or the
+    death of NATS, S3 or the emulator, then stop it all: the exit status."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
         async with Stack() as stack:
-            started, _ = await _unless_stopped(start_all(stack, config), stop)
-            if not started:
+            started, restartable = await _unless_stopped(start_all(stack, config), stop)
+            if not started or restartable is None:
                 log.info("stop requested during start-up; stopping what has started")
                 return EXIT_OK
             print(banner(config), flush=True)
-            finished, exited = await _unless_stopped(stack.wait_for_exit(), stop)
+            supervision = Supervision(stack, restartable)
+            try:
+                finished, exited = await _unless_stopped(supervision.run(), stop)
+            finally:
+                if restarted := {name: n for name, n in supervision.restarts.items() if n}:
+                    log.info("restarts this run: %s", ", ".join(f"{k} {v}" for k, v in restarted.items()))
             if finished and exited is not None:
                 log.error(
-                    "%s exited unexpectedly (%s); stopping the stack", exited.name, exited.describe_exit()
+                    "%s exited unexpectedly (%s); it is not restarted (it holds the stack's state): "
+                    "stopping the stack",
+                    exited.name,
+                    exited.describe_exit(),
                 )
                 print(
                     f"{exited.name} exited ({exited.describe_exit()}); last lines of {exited.log_path}:\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import sys
@@ -15,7 +16,10 @@ import aiohttp
 import pytest
 from stack import serving
 
+from events.bus import EventBus
+from events.replay import task_timeline
 from ops.client import ApiClient, eventually
+from ops.samples import speech_sample
 from ops.services.ports import free_port, free_port_block
 from ops.services.processes import pid_alive
 from ops.services.s3 import SeaweedS3
@@ -58,16 +62,6 @@ def _descendants(pid: int) -> set[int]:
                     found.add(child)
                     todo.append(child)
     return found
-
-
-def _running(pids: set[int], module: str) -> int:
-    """The one of `pids` that runs `python -m <module>`."""
-    wanted = ["-m", module]
-    for pid in pids:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-        if argv[1:3] == wanted:
-            return pid
-    raise LookupError(f"no child runs {module}")
 
 
 async def _ops_up(env: dict[str, str]) -> asyncio.subprocess.Process:
@@ -121,27 +115,117 @@ async def test_up_runs_the_stack_and_sigint_leaves_nothing_behind(data_dir: Path
     transcript = "".join(output)
     assert process.returncode == 0, transcript
     await all_gone(children, transcript)
-    for name in ("nats", "s3", "emulator", "gateway", "worker"):
+    for name in ("nats", "s3", "emulator", "gateway", "worker-1"):
         assert (data_dir / "logs" / f"{name}.log").is_file()
 
 
 @pytest.mark.timeout(180)
-async def test_up_stops_everything_when_a_child_dies(data_dir: Path) -> None:
+async def test_up_stops_everything_when_nats_dies(data_dir: Path) -> None:
+    """NATS holds the data: its death is not restarted under the gateway but stops the whole stack."""
     process = await _ops_up(_stack_env(data_dir))
     output: list[str] = []
     children: set[int] = set()
     try:
         await _until_ready(process, output)
         children = _descendants(process.pid)
-        os.kill(_running(children, "synth_worker"), signal.SIGKILL)
+        [nats_pid] = _started_pids("".join(output), "nats")
+        os.kill(nats_pid, signal.SIGKILL)
         rest, _ = await asyncio.wait_for(process.communicate(), 60)
         output.append(rest.decode())
     finally:
         await _terminate(process, children)
     transcript = "".join(output)
     assert process.returncode == 1, transcript
-    assert "worker exited (killed by SIGKILL); last lines of" in transcript
+    assert "nats exited (killed by SIGKILL); last lines of" in transcript
+    assert "restarting it in" not in transcript
     await all_gone(children, transcript)
+
+
+def _started_pids(transcript: str, name: str) -> list[int]:
+    """The pids ops up reports for `name` ("<name> started (pid N, log …)"), oldest first."""
+    return [int(pid) for pid in re.findall(rf" {re.escape(name)} started \(pid (\d+),", transcript)]
+
+
+async def _collect(process: asyncio.subprocess.Process, output: list[str]) -> None:
+    """Append ops up's output to `output`, line by line, until it closes."""
+    assert process.stdout is not None
+    while line := await process.stdout.readline():
+        output.append(line.decode())
+
+
+async def _ready_status(http: aiohttp.ClientSession, gateway_url: str) -> int:
+    async with http.get(f"{gateway_url}/readyz") as response:
+        return response.status
+
+
+@pytest.mark.timeout(300)
+async def test_up_restarts_a_worker_killed_mid_synthesis(data_dir: Path) -> None:
+    """kill -9 of the only worker mid-synthesis: ops up starts a new one (logged, counted), the gateway
+    stays ready throughout, JetStream redelivers the job to the new worker, the task completes once."""
+    env = _stack_env(data_dir) | {"WORKERS": "1", "ENGINE_DELAY_S": "4"}
+    gateway_url = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
+    process = await _ops_up(env)
+    output: list[str] = []
+    children: set[int] = set()
+    collector: asyncio.Task[None] | None = None
+    try:
+        await _until_ready(process, output)
+        children = _descendants(process.pid)
+        collector = asyncio.create_task(_collect(process, output))
+        async with aiohttp.ClientSession() as http:
+            user = ApiClient(http, gateway_url)
+            assert (await user.login("restarts:1")).status == 200
+            upload = await user.upload_voice(speech_sample("wav"))
+            assert upload.status == 201, upload.body
+            assert (await user.wait_voice(upload.body["voice_id"]))["status"] == "ready"
+            submitted = await user.synthesize("进程被杀之后，新的进程会接着做完。", upload.body["voice_id"])
+            assert submitted.status == 202, submitted.body
+            task_id = submitted.body["task_id"]
+
+            async def running() -> bool:
+                reply = await user.request("GET", f"/v1/syntheses/{task_id}")
+                return reply.body["status"] == "running"
+
+            await eventually(running, timeout_s=30, interval_s=0.1)
+            [first_pid] = _started_pids("".join(output), "worker-1")
+            os.kill(first_pid, signal.SIGKILL)
+
+            async def restarted() -> list[int]:
+                assert await _ready_status(http, gateway_url) == 200  # during: the gateway stays up
+                return _started_pids("".join(output), "worker-1")[1:]
+
+            [second_pid] = await eventually(restarted, timeout_s=30, interval_s=0.2)
+            assert second_pid != first_pid and pid_alive(second_pid) and not pid_alive(first_pid)
+            children |= _descendants(process.pid)
+            task = await user.wait_task(task_id, timeout_s=120)
+            assert task["status"] == "succeeded", task
+            assert await _ready_status(http, gateway_url) == 200  # after
+        bus = await EventBus.connect([f"nats://127.0.0.1:{env['NATS_PORT']}"], name="test-ops-up")
+        try:
+            timeline = await task_timeline(bus, task_id)
+        finally:
+            await bus.close()  # before ops up stops NATS
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.wait(), 60)
+        await asyncio.wait_for(collector, 10)
+    finally:
+        if collector is not None and not collector.done():
+            collector.cancel()
+        await _terminate(process, children)
+    transcript = "".join(output)
+    assert process.returncode == 0, transcript
+    assert [e.type for e in timeline].count("tts.synthesis.completed") == 1, timeline
+    assert [e.data["attempt"] for e in timeline if e.type == "tts.synthesis.started"] == [1, 2]
+    restart_line = (
+        "worker-1 exited unexpectedly (killed by SIGKILL); restarting it in 1 s "
+        "(attempt 1, restart 1 of this run; log "
+    )
+    assert restart_line in transcript
+    assert "restarts this run: worker-1 1" in transcript
+    assert "gateway exited" not in transcript
+    await all_gone(children, transcript)
+    # Both lives in one log file, appended.
+    assert (data_dir / "logs" / "worker-1.log").read_text().count("starting worker-1:") == 2
 
 
 async def test_up_refuses_a_port_in_use_and_starts_nothing(data_dir: Path) -> None:
@@ -167,7 +251,17 @@ async def test_up_refuses_one_port_for_two_services(data_dir: Path) -> None:
     process = await _ops_up(env)
     out, _ = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == EXIT_CONFIG
-    assert "planned for both gateway (GATEWAY_PORT) and worker metrics (WORKER_METRICS_PORT)" in out.decode()
+    assert (
+        "planned for both gateway (GATEWAY_PORT) and worker-1 metrics (WORKER_METRICS_PORT)" in out.decode()
+    )
+
+
+async def test_up_refuses_a_bad_worker_count(data_dir: Path) -> None:
+    process = await _ops_up(_stack_env(data_dir) | {"WORKERS": "0"})
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == EXIT_CONFIG
+    assert "WORKERS must be a positive whole number, got '0'" in out.decode()
+    assert not (data_dir / "logs").exists()
 
 
 async def _terminate(process: asyncio.subprocess.Process, children: set[int]) -> None:

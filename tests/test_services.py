@@ -16,6 +16,7 @@ from ops.client import eventually
 from ops.services.nats import NatsServer
 from ops.services.ports import PortInUse, ensure_port_free, free_port
 from ops.services.processes import ManagedProcess, ServiceError, find_binary, pid_alive
+from ops.services.restarts import RestartPolicy, Supervision
 from ops.services.s3 import SeaweedS3
 from ops.services.stack import Stack
 
@@ -162,3 +163,38 @@ async def test_stack_failing_start_stops_what_started(tmp_path: Path) -> None:
             await stack.start(first)
             await stack.start(broken)
     assert not pid_alive(first.pid or 0)
+
+
+async def test_supervision_restarts_its_children_and_returns_the_first_other_exit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A supervised child that keeps dying is restarted with backoff into the same log; another child's
+    exit ends the supervision, and the stack still stops everything."""
+    fast = RestartPolicy(first_delay_s=0.05, max_delay_s=0.2, stable_after_s=60)
+    async with Stack(stop_timeout_s=5) as stack:
+        crashy = _python(
+            "crashy",
+            "import time; print('alive', flush=True); time.sleep(0.2); raise SystemExit(3)",
+            tmp_path,
+        )
+        steady = _python("steady", "import time; time.sleep(60)", tmp_path)
+        fatal = _python("fatal", "import time; time.sleep(2.5)", tmp_path)
+        for process in (steady, fatal, crashy):
+            await stack.start(process)
+        supervision = Supervision(stack, [crashy, steady], fast)
+        caplog.set_level("INFO", logger="ops.services")
+        assert await asyncio.wait_for(supervision.run(), 20) is fatal
+        restarts = supervision.restarts
+        assert restarts["crashy"] >= 3 and restarts["steady"] == 0, restarts
+        assert steady.running
+    assert not any(pid_alive(p.pid or 0) for p in (crashy, steady, fatal))
+    lines = [r.getMessage() for r in caplog.records if r.name == "ops.services.restarts"]
+    assert lines[:3] == [
+        f"crashy exited unexpectedly (exit code 3); restarting it in {delay} s "
+        f"(attempt {n}, restart {n} of this run; log {crashy.log_path})"
+        for n, delay in ((1, 0.05), (2, 0.1), (3, 0.2))
+    ]
+    # Every life in the one log, appended: its start marker and (but perhaps the last) its output.
+    log_lines = crashy.log_path.read_text().splitlines()
+    assert sum(line.startswith("=== ") for line in log_lines) == restarts["crashy"] + 1
+    assert log_lines.count("alive") >= restarts["crashy"]

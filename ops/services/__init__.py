@@ -10,4 +10,6 @@ that holds what you need:
 - `ops.services.nats`: NatsServer, NatsCluster and ClusterMembership (nats-server with JetStream).
 - `ops.services.s3`: SeaweedS3 (SeaweedFS as the local S3 store).
 - `ops.services.stack`: Stack, an ordered group of processes stopped newest first.
+- `ops.services.restarts`: RestartPolicy and Backoff (exponential, capped) and Supervision, which
+  restarts chosen children of a Stack when they die.
 """

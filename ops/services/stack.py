@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from types import TracebackType
 from typing import Self
 
@@ -36,11 +37,12 @@ class Stack:
         process.start()
         await process.wait_ready()
 
-    async def wait_for_exit(self) -> ManagedProcess:
-        """Return the first child that exits; meant to run while the stack should be up."""
+    async def wait_for_exit(self, *, ignoring: Collection[ManagedProcess] = ()) -> ManagedProcess:
+        """Return the first child that exits, apart from those in `ignoring` (someone else restarts
+        them: ops.services.restarts); meant to run while the stack should be up."""
         while True:
             for process in self._processes:
-                if not process.running:
+                if process not in ignoring and not process.running:
                     return process
             await asyncio.sleep(_POLL_INTERVAL_S)
 
