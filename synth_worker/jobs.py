@@ -28,18 +28,19 @@ from nats.aio.msg import Msg
 
 from common.audio import CONTENT_TYPES, AudioError, Pcm, decode_audio, encode_audio
 from common.logs import log_context
+from common.owners import owned_key
 from events import names
 from events.bus import EventBus, consumer_spec
 from events.consumer import DeadLetter
 from events.envelope import Envelope
 from events.names import EventType
-from events.records import ErrorInfo, TaskRecord, TaskStatus
+from events.records import VOICE_DELETED, ErrorInfo, TaskRecord, TaskStatus
 from events.retry import RetryPolicy
 from events.state import SharedState
 from events.task_events import completed_event, failed_event, started_event, task_event
-from storage.keys import output_key
-from storage.objects import ObjectNotFound, ObjectStore
-from synth_worker.engines.base import Engine, SynthesisRequest, adapts_to_speaker
+from storage.keys import features_prefix, output_key
+from storage.objects import ObjectNotFound, ObjectStore, StorageError
+from synth_worker.engines.base import Engine, SynthesisRequest, adapts_to_speaker, forgets_voices
 from synth_worker.engines.errors import EngineInputError, ProfileRejected
 from synth_worker.metrics import WorkerMetrics
 from synth_worker.speaker.embedding import SpeakerEncoder, cosine
@@ -56,7 +57,7 @@ RETRY = RetryPolicy(
 AIGC_PROVIDER = "VoiceRelay"
 
 SYNTHESIS_FAILED = ErrorInfo("synthesis_failed", "语音合成失败，请换一段文字再试")
-VOICE_GONE = ErrorInfo("voice_deleted", "声音已被删除，无法合成")
+VOICE_GONE = VOICE_DELETED
 GAVE_UP = ErrorInfo("synthesis_failed", "语音合成暂时失败，请稍后重试")
 # The sample's speaker embedding is cached like an engine's profile; bump the version when the way
 # it is computed changes (encoder, resampling, padding), so old embeddings are not compared with new.
@@ -155,12 +156,18 @@ class JobRunner:
         self._bus, self._state, self._store = bus, state, store
         self._engine, self._executor, self._metrics = engine, executor, metrics
         self._adaptive = adapts_to_speaker(engine)
+        self._forgets = forgets_voices(engine)
         self._encoder = speaker_encoder
         self._profiles = profiles if profiles is not None else ProfileCache(store, executor)
         spec = consumer_spec(names.WORKER_CONSUMER)
         # Three beats per ack_wait: one lost beat never costs the job.
         self._heartbeat_s = spec.ack_wait_s / 3 if heartbeat_s is None else heartbeat_s
         self._retry = RETRY
+
+    @property
+    def profiles(self) -> ProfileCache:
+        """The speaker profiles this runner keeps in memory (tests look into it)."""
+        return self._profiles
 
     async def __call__(self, event: Envelope, msg: Msg) -> None:
         with log_context(trace_id=event.trace_id, task_id=event.task_id):
@@ -192,6 +199,8 @@ class JobRunner:
                 key = output_key(owner, task_id, task.format)
                 await self._store.put(key, rendered.audio, CONTENT_TYPES[task.format])
         except ObjectNotFound:
+            # A redelivered job of a voice deleted during an earlier try may find what that try wrote.
+            await self._erase_if_deleted(owner, task.voice_id)
             await self._fail(task, VOICE_GONE, msg)
             return
         except (AudioError, EngineInputError) as exc:
@@ -274,7 +283,18 @@ class JobRunner:
             speaker_key=f"{task.owner}.{audio_sha256}",
             instruct=task.instruct,
             speed=task.speed,
+            voice_key=owned_key(task.owner, task.voice_id),
         )
+        try:
+            rendered = await self._speak(task, voice, request)
+        except Exception:
+            await self._erase_if_deleted(task.owner, task.voice_id)
+            raise
+        await self._erase_if_deleted(task.owner, task.voice_id)
+        return rendered
+
+    async def _speak(self, task: TaskRecord, voice: VoiceSample, request: SynthesisRequest) -> Rendered:
+        """The engine's rendering with the voice's profile, and the speaker similarity."""
         profile = await self._speaker_profile(voice)
         try:
             rendered = await self._render(task, request, profile)
@@ -293,6 +313,66 @@ class JobRunner:
             speaker_profile=None if profile is None else profile.source,
             speaker_similarity=await self._speaker_similarity(voice, rendered.speech),
         )
+
+    async def voice_deleted(self, owner: str, voice_id: str) -> None:
+        """A `tts.voice.deleted` heard (every worker hears it): forget what this process keeps of the
+        voice, its profiles in memory and the engine's registered speakers.
+
+        The gateway deletes the voice's features prefix, then its record, then publishes this. A job
+        here may have stored a profile between the first two and read the record before the second
+        (so `_erase_if_deleted` saw the voice alive): when this process held profiles of the voice,
+        it deletes the prefix once more. Raises if the engine cannot forget: the worker then exits
+        and is restarted with nothing in memory.
+        """
+        held = self._profiles.forget_voice(owner, voice_id)
+        speakers = await self._forget_engine_voice(owner, voice_id)
+        erased = 0
+        if held:
+            try:
+                erased = await self._store.delete_prefix(features_prefix(owner, voice_id))
+            except StorageError as exc:  # the gateway's delete and the S3 lifecycle rule remain
+                log.error("features of deleted voice %s not swept: %s", voice_id, exc)
+        log.info(
+            "voice %s deleted: forgot %d profiles and %d engine speakers, swept %d stored objects",
+            voice_id,
+            held,
+            speakers,
+            erased,
+        )
+
+    async def _forget_engine_voice(self, owner: str, voice_id: str) -> int:
+        if self._forgets is None:
+            return 0
+        forget = self._forgets.forget_voice
+        return await asyncio.get_running_loop().run_in_executor(self._executor, forget, owner, voice_id)
+
+    async def _erase_if_deleted(self, owner: str, voice_id: str) -> None:
+        """After a job used the voice: if its record is gone, erase what the job may have left.
+
+        Write, then check: the job stores its profiles (and registers its speaker) before this reads
+        the voice's record, so a deletion is caught by one side or the other. Removed before this
+        read: erased here (memory, the engine, the features prefix). Removed after it: the deletion's
+        own `tts.voice.deleted` comes later still, and `voice_deleted` empties memory and sweeps the
+        prefix again. Never raises: the job's outcome stands.
+        """
+        try:
+            if await self._state.voices.get(owner, voice_id) is not None:
+                return
+            held = self._profiles.forget_voice(owner, voice_id)
+            speakers = await self._forget_engine_voice(owner, voice_id)
+            erased = await self._store.delete_prefix(features_prefix(owner, voice_id))
+        except Exception:
+            log.exception("voice %s is gone; what its job made of it may not be erased", voice_id)
+            return
+        if held or speakers or erased:
+            log.info(
+                "voice %s was deleted during its job: forgot %d profiles and %d engine speakers, "
+                "erased %d stored objects",
+                voice_id,
+                held,
+                speakers,
+                erased,
+            )
 
     async def _render(self, task: TaskRecord, request: SynthesisRequest, profile: Profile | None) -> Rendered:
         with_profile = dataclasses.replace(request, speaker_profile=None if profile is None else profile.data)

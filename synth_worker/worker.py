@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
@@ -20,6 +20,7 @@ from events.supervision import Supervisor, shutdown_executor
 from storage.objects import ObjectStore
 from synth_worker.engines.base import DelayedEngine, Engine
 from synth_worker.engines.registry import load_engine
+from synth_worker.erasure import VoiceDeletions
 from synth_worker.jobs import JobRunner
 from synth_worker.metrics import WorkerMetrics
 from synth_worker.speaker.embedding import SpeakerEncoder, shared_encoder
@@ -80,8 +81,12 @@ async def run_worker(
     serve_health: bool = True,
     ready: asyncio.Event | None = None,
     grace_s: float = SHUTDOWN_GRACE_S,
+    started: Callable[[JobRunner], object] | None = None,
 ) -> None:
     """Consume jobs until `stop` is set; then finish (or hand back) the job in hand and close.
+
+    `started`, when given, is called with the job runner once the worker is ready (tests look into
+    its caches).
 
     On stop: fetch nothing more, give the job in hand up to `grace_s` to finish, else hand it back
     (nak, so another worker takes it at once), then drain the NATS connection and release the engine.
@@ -122,6 +127,10 @@ async def run_worker(
         if serve_health:
             await resources.enter_async_context(health_server(settings, metrics, bus))
         supervisor = await resources.enter_async_context(Supervisor("worker"))
+        # Voice deletions, heard by every worker: forget what this process keeps of the voice. Started
+        # first so that it stops last, and subscribed before any job runs, so no deletion is missed.
+        deletions = await VoiceDeletions.follow(bus, runner.voice_deleted)
+        supervisor.start(names.WORKER_ERASURE_FOLLOWER, deletions.run, grace_s=grace_s)
         # Jobs that ran out of deliveries (names.DEADLETTER_STREAM). Started first so that it stops
         # last: the job in hand is finished or handed back while dead letters are still handled.
         supervisor.start(
@@ -133,6 +142,8 @@ async def run_worker(
             names.WORKER_CONSUMER, event_consumer(bus, names.WORKER_CONSUMER, runner).run, grace_s=grace_s
         )
         log.info("worker ready")
+        if started is not None:
+            started(runner)
         if ready is not None:
             ready.set()
         # A consumer that ends first raises WorkEnded: the process exits and is restarted instead of

@@ -32,6 +32,9 @@ class SynthesisRequest:
     # What `SpeakerAdaptive.analyse_speaker` made of this prompt, when the engine adapts (cached
     # per owner + sample hash by the worker, so it is computed once per voice, not per task).
     speaker_profile: bytes | None = field(default=None, repr=False)
+    # Which voice this is (`common.owners.owned_key(owner, voice_id)`), so that an engine keeping
+    # state per voice can drop it when the voice is deleted (`ForgetsVoices`). None: not told.
+    voice_key: str | None = None
 
     def __post_init__(self) -> None:
         if not self.text.strip():
@@ -72,6 +75,23 @@ def adapts_to_speaker(engine: Engine) -> SpeakerAdaptive | None:
     """The engine as SpeakerAdaptive when it is one (DelayedEngine passes through)."""
     inner = getattr(engine, "inner", engine)
     return inner if callable(getattr(inner, "analyse_speaker", None)) else None
+
+
+class ForgetsVoices(Protocol):
+    """An engine that keeps something per voice in memory (a registered speaker, prompt features)."""
+
+    def forget_voice(self, owner: str, voice_id: str) -> int:
+        """Drop what is kept of a deleted voice; how many entries went. Blocking: call it on the
+        engine's executor, like `synthesize`. Requests name their voice in `voice_key`."""
+        ...
+
+
+def forgets_voices(engine: Engine) -> ForgetsVoices | None:
+    """The engine as ForgetsVoices when it is one (DelayedEngine passes through)."""
+    for candidate in (engine, getattr(engine, "inner", None)):
+        if callable(getattr(candidate, "forget_voice", None)):
+            return candidate
+    return None
 
 
 class DelayedEngine:

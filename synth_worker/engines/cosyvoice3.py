@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from common.audio import Pcm, encode_audio, resample
+from common.owners import owned_key
 from common.vocabulary import COSYVOICE3, CROSS_LINGUAL, INSTRUCT, ZERO_SHOT
 from synth_worker.engines.base import SynthesisRequest
 from synth_worker.engines.cosyvoice_prompts import (
@@ -99,7 +100,8 @@ class _SpeakerRegistry:
 
     A speaker id covers the request's speaker_key (owner + sample hash) and a digest of the very
     audio and transcript that were registered, so two users reading the same script never share a
-    voice, and a changed sample or transcript is registered afresh.
+    voice, and a changed sample or transcript is registered afresh. Each registration also notes the
+    voices (request.voice_key) that used it, so deleting any of them drops it.
     """
 
     def __init__(self, model: Any, capacity: int) -> None:
@@ -108,6 +110,7 @@ class _SpeakerRegistry:
         self._model = model
         self._capacity = capacity
         self._ids: OrderedDict[str, str] = OrderedDict()  # speaker id -> speaker_key
+        self._voices: dict[str, set[str]] = {}  # speaker id -> the voice keys that used it
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -120,11 +123,19 @@ class _SpeakerRegistry:
         digest.update(np.ascontiguousarray(prompt.samples).tobytes())
         return f"{_SPEAKER_ID_PREFIX}{digest.hexdigest()[:32]}"
 
-    def ensure(self, speaker_key: str, prompt: Pcm, transcript: str, prompt_wav: Callable[[], str]) -> str:
+    def ensure(
+        self,
+        speaker_key: str,
+        prompt: Pcm,
+        transcript: str,
+        prompt_wav: Callable[[], str],
+        voice_key: str | None = None,
+    ) -> str:
         """The voice's speaker id, registering it first (from the file `prompt_wav()`) if need be."""
         speaker_id = self.speaker_id(speaker_key, prompt, transcript)
         if speaker_id in self._ids:
             self._ids.move_to_end(speaker_id)
+            self._note_voice(speaker_id, voice_key)
             return speaker_id
         try:
             self._model.add_zero_shot_spk(zero_shot_prompt_text(transcript), prompt_wav(), speaker_id)
@@ -132,6 +143,7 @@ class _SpeakerRegistry:
             self._drop_upstream(speaker_id)  # no half-registered voice left behind
             raise
         self._ids[speaker_id] = speaker_key
+        self._note_voice(speaker_id, voice_key)
         while len(self._ids) > self._capacity:
             oldest, _ = self._ids.popitem(last=False)
             self._drop_upstream(oldest)
@@ -139,13 +151,24 @@ class _SpeakerRegistry:
 
     def forget(self, speaker_key: str) -> int:
         """Drop every registration of `speaker_key` (the voice was deleted); how many there were."""
-        gone = [speaker_id for speaker_id, key in self._ids.items() if key == speaker_key]
-        for speaker_id in gone:
+        return self._drop([speaker_id for speaker_id, key in self._ids.items() if key == speaker_key])
+
+    def forget_voice(self, voice_key: str) -> int:
+        """Drop every registration a request of `voice_key` used; how many there were."""
+        return self._drop([speaker_id for speaker_id, keys in self._voices.items() if voice_key in keys])
+
+    def _note_voice(self, speaker_id: str, voice_key: str | None) -> None:
+        if voice_key is not None:
+            self._voices.setdefault(speaker_id, set()).add(voice_key)
+
+    def _drop(self, speaker_ids: list[str]) -> int:
+        for speaker_id in speaker_ids:
             del self._ids[speaker_id]
             self._drop_upstream(speaker_id)
-        return len(gone)
+        return len(speaker_ids)
 
     def _drop_upstream(self, speaker_id: str) -> None:
+        self._voices.pop(speaker_id, None)  # our note of the voices that used it goes with it
         # add_zero_shot_spk stores into frontend.spk2info and upstream never removes from it.
         speakers = getattr(getattr(self._model, "frontend", None), "spk2info", None)
         if isinstance(speakers, dict):
@@ -202,6 +225,11 @@ class CosyVoice3Engine:
         with self._lock:
             return self._speakers.forget(speaker_key)
 
+    def forget_voice(self, owner: str, voice_id: str) -> int:
+        """ForgetsVoices: drop the speakers registered for the voice's requests; how many there were."""
+        with self._lock:
+            return self._speakers.forget_voice(owned_key(owner, voice_id))
+
     def synthesize(self, request: SynthesisRequest) -> Pcm:
         """Blocking; the text in chunks, each through the mode's inference call, joined in order."""
         # Typed <|…|> would become control tokens (the tokenizer allows every special token).
@@ -237,7 +265,9 @@ class CosyVoice3Engine:
         options = {"stream": False, "speed": request.speed}
         model = self._model
         if mode == ZERO_SHOT:
-            speaker_id = self._speakers.ensure(request.speaker_key, prompt, transcript, prompt_wav.path)
+            speaker_id = self._speakers.ensure(
+                request.speaker_key, prompt, transcript, prompt_wav.path, request.voice_key
+            )
             # With a registered speaker upstream reads neither prompt_text nor prompt_wav (its example
             # passes ""), so the prompt is not written to disk again.
             return lambda chunk: model.inference_zero_shot(

@@ -113,6 +113,22 @@ class ProfileCache:
         """Drop every profile held in memory (S3 keeps them)."""
         self._memory.clear()
 
+    def forget_voice(self, owner: str, voice_id: str) -> int:
+        """Drop the voice's profiles from memory (the voice was deleted); how many there were.
+
+        S3 is left alone: deleting the voice deletes its features prefix.
+        """
+        prefix = features_prefix(owner, voice_id)
+        gone = [name for name in self._memory if name.startswith(prefix)]
+        for name in gone:
+            del self._memory[name]
+        return len(gone)
+
+    def held_for(self, owner: str, voice_id: str) -> int:
+        """How many of the voice's profiles are in memory now."""
+        prefix = features_prefix(owner, voice_id)
+        return sum(1 for name in self._memory if name.startswith(prefix))
+
     def _recall(self, name: str) -> bytes | None:
         data = self._memory.get(name)
         if data is not None:
