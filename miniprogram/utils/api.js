@@ -29,8 +29,10 @@ function send(op, header) {
 }
 
 /**
- * One API operation. `op`: {method, path, body?, upload?, headers?, public?, repeatable?}, where
- * `repeatable` says sending it twice does no harm (a GET, or a POST carrying an Idempotency-Key).
+ * One API operation. `op`: {method, path, body?, upload?, headers?, public?, token?, repeatable?},
+ * where `repeatable` says sending it twice does no harm (a GET, or a POST carrying an
+ * Idempotency-Key), and `token` sends that token instead of the session's: such a call is about that
+ * very token, so a 401 is its answer, never a reason to log in again.
  */
 async function call(op) {
   let loggedInAgain = false;
@@ -38,14 +40,14 @@ async function call(op) {
   for (;;) {
     const header = { ...(op.headers || {}) };
     if (!op.public) {
-      header.Authorization = `Bearer ${await session.token(exchangeCode)}`;
+      header.Authorization = `Bearer ${op.token || (await session.token(exchangeCode))}`;
     }
     const res = await send(op, header);
     if (res.status >= 200 && res.status < 300) {
       return res.body;
     }
     const err = errorFromResponse(res.status, res.body, transport.headerValue(res.headers, 'Retry-After'));
-    if (res.status === 401 && !op.public && !loggedInAgain) {
+    if (res.status === 401 && !op.public && !op.token && !loggedInAgain) {
       // The token expired or the server's secret rotated: one fresh wx.login, then give up.
       loggedInAgain = true;
       session.clear();
@@ -73,6 +75,26 @@ function exchangeCode(code) {
 /** Log in now (at launch) so the first page's calls do not wait for wx.login. */
 function signIn() {
   return session.token(exchangeCode);
+}
+
+/**
+ * Sign out: DELETE /v1/session revokes the stored token, then this phone forgets it, whatever the
+ * server answered. Resolves, never rejects; without a stored token it sends nothing. The next call
+ * that needs a token logs in again with a fresh wx.login.
+ */
+async function signOut() {
+  const token = await session.current();
+  if (!token) return;
+  try {
+    // `token`: a 401 here must not log in again, or signing out would sign straight back in.
+    await call({ method: 'DELETE', path: '/v1/session', token, repeatable: true });
+  } catch (err) {
+    // 401: the token was already invalid (expired or revoked), so the user is signed out anyway.
+    // No network or a server error: the token stays valid on the server until it expires, but the
+    // user asked to sign out, so this phone forgets it all the same (nothing else here keeps it).
+  } finally {
+    session.clear();
+  }
 }
 
 /** The user's voices, newest first. */
@@ -134,6 +156,7 @@ function getSynthesis(taskId) {
 
 module.exports = {
   signIn,
+  signOut,
   listVoices,
   getVoice,
   uploadVoice,

@@ -54,9 +54,21 @@ function token(exchange) {
   return pendingLogin;
 }
 
-/** Forget the token, e.g. after the server answered 401 to it. */
+/**
+ * The stored token if the server may still accept it, else null; never logs in. A login already in
+ * flight is waited for first, so the token it brings cannot be stored after a sign-out cleared.
+ */
+function current() {
+  const inFlight = pendingLogin ? pendingLogin.catch(() => null) : Promise.resolve();
+  return inFlight.then(() => {
+    const session = wx.getStorageSync(STORAGE_KEY);
+    return session && session.token && session.expiresAt > Date.now() ? session.token : null;
+  });
+}
+
+/** Forget the token, e.g. after the server answered 401 to it, or on sign-out. */
 function clear() {
   wx.removeStorageSync(STORAGE_KEY);
 }
 
-module.exports = { token, clear, STORAGE_KEY };
+module.exports = { token, current, clear, STORAGE_KEY };

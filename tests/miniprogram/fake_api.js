@@ -98,15 +98,19 @@ class FakeApi {
     }
     if (path === '/v1/session' && call.method === 'POST') return this.createSession(call);
     const auth = (call.header && call.header.Authorization) || '';
-    if (!this.tokens.has(auth.replace(/^Bearer /, ''))) return this.error('unauthorized');
-    return this.route(call, path, url.searchParams);
+    const token = auth.replace(/^Bearer /, '');
+    if (!this.tokens.has(token)) return this.error('unauthorized');
+    return this.route(call, path, url.searchParams, token);
   }
 
-  route(call, path, query) {
+  route(call, path, query, token) {
     const voiceMatch = path.match(/^\/v1\/voices\/([^/]+)$/);
     const taskMatch = path.match(/^\/v1\/syntheses\/([^/]+)$/);
     const key = `${call.method} ${voiceMatch ? '/v1/voices/{id}' : taskMatch ? '/v1/syntheses/{id}' : path}`;
     switch (key) {
+      case 'DELETE /v1/session':
+        this.tokens.delete(token); // revoked: the next call with it answers 401
+        return { status: 204, body: '', headers: {} };
       case 'GET /v1/presets':
         return this.json(200, { presets: this.fixtures.presets });
       case 'GET /v1/voices':

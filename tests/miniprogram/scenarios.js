@@ -391,6 +391,71 @@ scenarios['history when empty offers to synthesize'] = async (world) => {
   assert.deepEqual(world.ui.navigations, [{ how: 'switchTab', url: '/pages/synthesize/synthesize' }]);
 };
 
+scenarios['signing out asks first, revokes the token, and the next call logs in afresh'] = async (world) => {
+  world.api.addTask({ text: '早上好' });
+  await world.runtime.launch();
+  const page = await world.runtime.openPage(HISTORY);
+  const { token } = world.storage.get('voicerelay.session');
+  world.settings.modalConfirm = false;
+  await world.runtime.trigger(page, 'signOut');
+  assert.deepEqual(world.ui.modals, ['退出登录？']);
+  assert.equal(callsTo(world, 'DELETE', '^/v1/session$').length, 0, 'cancelled: still signed in');
+  assert.equal(world.storage.get('voicerelay.session').token, token);
+  assert.equal(page.data.tasks.length, 1);
+
+  world.settings.modalConfirm = true;
+  const before = world.calls.length;
+  await world.runtime.trigger(page, 'signOut');
+  const [revoke, ...others] = world.calls.slice(before);
+  assert.deepEqual(others, [], 'one call: no login straight back in');
+  assert.equal(`${revoke.method} ${new URL(revoke.url).pathname}`, 'DELETE /v1/session');
+  assert.equal(revoke.header.Authorization, `Bearer ${token}`);
+  assert.equal(revoke.reply.status, 204);
+  assert.equal(world.storage.has('voicerelay.session'), false, 'the stored session is gone');
+  assert.equal(world.api.tokens.has(token), false, 'the server revoked it');
+  assert.deepEqual(page.data.tasks, []);
+  assert.equal(page.data.signedOut, true);
+  assert.ok(world.ui.toasts.includes('已退出登录'));
+  assert.equal(world.ui.logins, 1);
+
+  await world.runtime.trigger(page, 'signInAgain');
+  const [login, list] = world.calls.slice(before + 1);
+  assert.equal(world.ui.logins, 2, 'a fresh wx.login');
+  assert.equal(`${login.method} ${new URL(login.url).pathname}`, 'POST /v1/session');
+  assert.deepEqual(login.data, { code: 'code-2' });
+  assert.notEqual(login.reply.body.token, token);
+  assert.equal(list.header.Authorization, `Bearer ${login.reply.body.token}`);
+  assert.equal(page.data.tasks.length, 1);
+  assert.equal(page.data.signedOut, false);
+};
+
+scenarios['signing out forgets the token even when the server cannot be told'] = async (world) => {
+  await world.runtime.launch();
+  const page = await world.runtime.openPage(HISTORY);
+  world.api.failNext('DELETE', '^/v1/session$', world.api.error('unauthorized'));
+  await world.runtime.trigger(page, 'signOut');
+  assert.equal(callsTo(world, 'DELETE', '^/v1/session$').length, 1, 'a 401 is not retried');
+  assert.equal(world.ui.logins, 1, 'a 401 does not log in again: the token was already invalid');
+  assert.equal(world.storage.has('voicerelay.session'), false);
+  assert.equal(page.data.signedOut, true);
+
+  await world.runtime.trigger(page, 'signInAgain');
+  world.api.failNext('DELETE', '^/v1/session$', { networkError: 'timeout' });
+  await world.runtime.trigger(page, 'signOut');
+  assert.equal(callsTo(world, 'DELETE', '^/v1/session$').length, 2);
+  assert.equal(world.storage.has('voicerelay.session'), false, 'no network: forgotten locally anyway');
+  assert.equal(page.data.errorMessage, '');
+  assert.deepEqual(world.ui.toasts, ['已退出登录', '已退出登录']);
+
+  await world.runtime.trigger(page, 'signInAgain');
+  world.storage.delete('voicerelay.session'); // WeChat cleared the mini program's storage
+  const before = world.calls.length;
+  await world.runtime.trigger(page, 'signOut');
+  assert.equal(world.calls.length, before, 'no stored token: nothing to revoke');
+  assert.equal(page.data.signedOut, true);
+  assert.equal(world.ui.logins, 3);
+};
+
 scenarios['the task page a subscription message opens'] = async (world) => {
   const voice = world.api.addVoice();
   const task = world.api.addTask({ text: '你的合成好了', voice_id: voice.voice_id });

@@ -1,4 +1,7 @@
-/** The user's syntheses, newest first: play a finished one in place, or open it for A/B listening. */
+/**
+ * The user's syntheses, newest first: play a finished one in place, or open it for A/B listening.
+ * Signing out (退出登录) also lives here: it revokes this phone's token and empties the list.
+ */
 const api = require('../../utils/api');
 const config = require('../../config');
 const { Player } = require('../../utils/player');
@@ -15,6 +18,8 @@ Page({
     loaded: false,
     playing: '', // task_id of the clip playing, or ''
     errorMessage: '',
+    signingOut: false,
+    signedOut: false, // until the next load, which logs in again
   },
 
   onLoad() {
@@ -43,7 +48,9 @@ Page({
   load() {
     return api
       .listSyntheses({ limit: config.historyPageSize })
-      .then((tasks) => this.setData({ tasks: tasks.map(forList), loaded: true, errorMessage: '' }))
+      .then((tasks) =>
+        this.setData({ tasks: tasks.map(forList), loaded: true, signedOut: false, errorMessage: '' })
+      )
       .catch((err) => this.showError(messageOf(err)));
   },
 
@@ -58,6 +65,38 @@ Page({
 
   goSynthesize() {
     wx.switchTab({ url: '/pages/synthesize/synthesize' });
+  },
+
+  signOut() {
+    return new Promise((resolve) => {
+      wx.showModal({
+        title: '退出登录？',
+        content: '这台手机上的登录会失效，声音和合成记录都会保留。再次使用时会用当前微信重新登录。',
+        confirmText: '退出',
+        confirmColor: '#d93025',
+        success: (res) => resolve(res.confirm),
+        fail: () => resolve(false),
+      });
+    }).then((confirmed) => (confirmed ? this.signOutNow() : null));
+  },
+
+  async signOutNow() {
+    this.player.stop();
+    this.setData({ signingOut: true });
+    await api.signOut(); // never rejects: the phone forgets the token whatever the server said
+    this.setData({
+      tasks: [],
+      loaded: false,
+      playing: '',
+      errorMessage: '',
+      signingOut: false,
+      signedOut: true,
+    });
+    wx.showToast({ title: '已退出登录', icon: 'success' });
+  },
+
+  signInAgain() {
+    return this.load();
   },
 
   showError(message) {
