@@ -16,6 +16,12 @@ EMULATOR_PUSH_TOKEN = "voicerelaypushtoken"
 EMULATOR_PUSH_AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"  # 43 chars, as WeChat issues them
 EMULATOR_TEMPLATE_ID = "voicerelay-finished-template"
 
+# SESSION_SECRET (and SESSION_SECRET_PREVIOUS) must hold at least this many bytes: HMAC and AES-GCM keys
+# are derived from it, and a short one can be guessed offline from any token.
+MIN_SESSION_SECRET_BYTES = 32
+# How the code tells real WeChat from the emulator (or any other stand-in) behind WECHAT_API_BASE.
+REAL_WECHAT_HOST = "api.weixin.qq.com"
+
 # LOG_FORMAT: text lines for people (the default) or one JSON object per line for a log collector.
 LOG_FORMATS = ("text", "json")
 
@@ -67,6 +73,9 @@ class Settings:
     gateway_port: int = 8080
     public_base_url: str = "http://127.0.0.1:8080"
     session_secret: str = ""  # empty: the gateway makes one up (tokens then die with the process)
+    # The secret SESSION_SECRET replaced: still accepted on tokens, links and sealed session_keys,
+    # never used to sign (wechat_adapter/auth.py). Empty: none.
+    session_secret_previous: str = ""
     session_ttl_s: int = 7 * 24 * 3600
 
     worker_metrics_host: str = "127.0.0.1"
@@ -76,6 +85,11 @@ class Settings:
     cosyvoice_model_dir: str | None = None
 
     rate_limit_per_minute: int = 3
+    uploads_per_hour: int = 20
+    # Logins per client address per minute: generous, for a household or a campus behind one NAT.
+    logins_per_minute: int = 30
+    voices_per_user: int = 20
+    streams_per_user: int = 5
     # Backpressure: refuse new syntheses (503 overloaded) while this many jobs wait for a worker.
     queue_max_pending: int = 1000
     # Browser origins allowed to call the API (the H5 page); the mini program needs none.
@@ -146,6 +160,10 @@ class Settings:
         if engine not in ENGINE_NAMES:
             raise ConfigError("TTS_ENGINE must be espeak or cosyvoice3")
 
+        session_secret = env.get("SESSION_SECRET", "").strip()
+        session_secret_previous = env.get("SESSION_SECRET_PREVIOUS", "").strip()
+        check_session_secrets(session_secret, session_secret_previous)
+
         endpoint, secure_from_url = _split_s3_endpoint(text("S3_ENDPOINT", d.s3_endpoint))
         gateway_port = integer("GATEWAY_PORT", d.gateway_port, minimum=1)
 
@@ -178,12 +196,17 @@ class Settings:
             gateway_host=text("GATEWAY_HOST", d.gateway_host),
             gateway_port=gateway_port,
             public_base_url=text("PUBLIC_BASE_URL", f"http://127.0.0.1:{gateway_port}").rstrip("/"),
-            session_secret=env.get("SESSION_SECRET", "").strip(),
+            session_secret=session_secret,
+            session_secret_previous=session_secret_previous,
             worker_metrics_host=text("WORKER_METRICS_HOST", d.worker_metrics_host),
             worker_metrics_port=integer("WORKER_METRICS_PORT", d.worker_metrics_port, minimum=1),
             tts_engine=engine,
             cosyvoice_model_dir=env.get("COSYVOICE_MODEL_DIR", "").strip() or None,
             rate_limit_per_minute=integer("RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute, minimum=1),
+            uploads_per_hour=integer("UPLOADS_PER_HOUR", d.uploads_per_hour, minimum=1),
+            logins_per_minute=integer("LOGINS_PER_MINUTE", d.logins_per_minute, minimum=1),
+            voices_per_user=integer("VOICES_PER_USER", d.voices_per_user, minimum=1),
+            streams_per_user=integer("STREAMS_PER_USER", d.streams_per_user, minimum=1),
             queue_max_pending=integer("QUEUE_MAX_PENDING", d.queue_max_pending, minimum=1),
             cors_origins=tuple(
                 o.strip().rstrip("/") for o in env.get("CORS_ORIGINS", "").split(",") if o.strip()
@@ -235,11 +258,16 @@ class Settings:
             "GATEWAY_PORT": str(self.gateway_port),
             "PUBLIC_BASE_URL": self.public_base_url,
             "SESSION_SECRET": self.session_secret,
+            "SESSION_SECRET_PREVIOUS": self.session_secret_previous,
             "WORKER_METRICS_HOST": self.worker_metrics_host,
             "WORKER_METRICS_PORT": str(self.worker_metrics_port),
             "TTS_ENGINE": self.tts_engine,
             "COSYVOICE_MODEL_DIR": self.cosyvoice_model_dir or "",
             "RATE_LIMIT_PER_MINUTE": str(self.rate_limit_per_minute),
+            "UPLOADS_PER_HOUR": str(self.uploads_per_hour),
+            "LOGINS_PER_MINUTE": str(self.logins_per_minute),
+            "VOICES_PER_USER": str(self.voices_per_user),
+            "STREAMS_PER_USER": str(self.streams_per_user),
             "QUEUE_MAX_PENDING": str(self.queue_max_pending),
             "CORS_ORIGINS": ",".join(self.cors_origins),
             "SAMPLE_RETENTION_DAYS": str(self.sample_retention_days),
@@ -250,6 +278,11 @@ class Settings:
             "LOG_FORMAT": self.log_format,
         }
 
+    @property
+    def uses_real_wechat(self) -> bool:
+        """Whether WECHAT_API_BASE is WeChat itself rather than the emulator or another stand-in."""
+        return REAL_WECHAT_HOST in self.wechat_api_base
+
     def redacted(self) -> dict[str, object]:
         """The settings as a dict with every secret masked, for logs and `ops doctor`."""
         hidden = {
@@ -258,11 +291,28 @@ class Settings:
             "wechat_push_token",
             "wechat_push_aes_key",
             "session_secret",
+            "session_secret_previous",
         }
         return {
             f.name: ("***" if f.name in hidden and getattr(self, f.name) else getattr(self, f.name))
             for f in dataclasses.fields(self)
         }
+
+
+def check_session_secrets(current: str, previous: str = "") -> None:
+    """Refuse a SESSION_SECRET or SESSION_SECRET_PREVIOUS shorter than MIN_SESSION_SECRET_BYTES.
+
+    An empty SESSION_SECRET is allowed (the gateway then makes one up per process); a previous secret
+    without a current one is not, since nothing would sign new tokens with the secret it replaced.
+    """
+    for name, value in (("SESSION_SECRET", current), ("SESSION_SECRET_PREVIOUS", previous)):
+        if value and len(value.encode()) < MIN_SESSION_SECRET_BYTES:
+            raise ConfigError(
+                f"{name} must be at least {MIN_SESSION_SECRET_BYTES} bytes, got {len(value.encode())}: "
+                "generate one with python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+    if previous and not current:
+        raise ConfigError("SESSION_SECRET_PREVIOUS is set but SESSION_SECRET is not: set the new secret too")
 
 
 def _non_negative_float(name: str, raw: str) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,15 +47,13 @@ CONSUMERS = (
     ConsumerSpec(names.REVIEW_CONSUMER, tuple(names.REVIEW_SUBJECTS), 30.0, 10, 1000),
 )
 # On the dead-letter stream (kept apart: every one of CONSUMERS is on the event stream).
-DEADLETTER_CONSUMERS = (
-    ConsumerSpec(
-        names.WORKER_DEADLETTER_CONSUMER,
-        tuple(names.WORKER_DEADLETTER_SUBJECTS),
-        30.0,
-        20,
-        1000,
-        stream=names.DEADLETTER_STREAM,
-    ),
+DEADLETTER_CONSUMERS = tuple(
+    ConsumerSpec(name, tuple(subjects), 30.0, 20, 1000, stream=names.DEADLETTER_STREAM)
+    for name, subjects in (
+        (names.WORKER_DEADLETTER_CONSUMER, names.WORKER_DEADLETTER_SUBJECTS),
+        (names.REVIEW_DEADLETTER_CONSUMER, names.REVIEW_DEADLETTER_SUBJECTS),
+        (names.NOTIFIER_DEADLETTER_CONSUMER, names.NOTIFIER_DEADLETTER_SUBJECTS),
+    )
 )
 
 
@@ -69,11 +68,20 @@ KV_BUCKETS: dict[str, float | None] = {
     names.VOICES_BUCKET: None,
     names.MEDIA_CHECKS_BUCKET: 24 * 3600.0,  # WeChat answers within 30 minutes
     names.SESSIONS_BUCKET: None,
-    names.RATE_BUCKET: 180.0,  # a few one-minute windows
+    names.RATE_BUCKET: 2 * 3600.0 + 60,  # two of the longest window (uploads per hour)
     names.WECHAT_BUCKET: 3 * 3600.0,  # access tokens live two hours
     names.IDEMPOTENCY_BUCKET: 24 * 3600.0,  # how long a client may retry with the same key
     # The default output retention: an entry that outlives its audio is only a miss, never an error.
     names.RESULTS_BUCKET: 7 * 24 * 3600.0,
+    # Renewed while the stream is open (wechat_adapter.streams.LEASE_RENEW_S): a gateway that dies
+    # without closing its streams frees their leases within a minute.
+    names.STREAMS_BUCKET: 60.0,
+    # Twice the push staleness window (push_security.MAX_CLOCK_SKEW_S, 300 s): a push is accepted while
+    # its timestamp is within the skew of now, so its nonce must be remembered at least that long.
+    names.PUSH_NONCES_BUCKET: 600.0,
+    # The longest a bearer token lives (Settings.session_ttl_s, 7 days), and an hour: a revocation
+    # outlives the token it revokes. The gateway refuses to start with a longer token TTL.
+    names.REVOKED_SESSIONS_BUCKET: 7 * 24 * 3600.0 + 3600,
 }
 
 
@@ -159,6 +167,7 @@ class EventBus:
         for bucket, ttl_s in KV_BUCKETS.items():
             try:
                 self._kv[bucket] = await self.js.key_value(bucket)
+                await self._ensure_bucket_ttl(bucket, ttl_s)
             except BucketNotFoundError:
                 self._kv[bucket] = await self.js.create_key_value(
                     KeyValueConfig(
@@ -171,6 +180,14 @@ class EventBus:
             len(CONSUMERS) + len(DEADLETTER_CONSUMERS),
             replicas,
         )
+
+    async def _ensure_bucket_ttl(self, bucket: str, ttl_s: float | None) -> None:
+        """A bucket made by an older release keeps its TTL unless told: bring it to today's."""
+        info = await self.js.stream_info(f"KV_{bucket}")
+        wanted = ttl_s or 0.0
+        if abs((info.config.max_age or 0.0) - wanted) > 0.5:
+            await self.js.update_stream(dataclasses.replace(info.config, max_age=wanted))
+            log.info("KV bucket %s: entries now live %.0f s", bucket, wanted)
 
     async def _stream_replicas(self, stream: str) -> int | None:
         try:
@@ -203,6 +220,17 @@ class EventBus:
     async def pull_subscription(self, consumer: str) -> JetStreamContext.PullSubscription:
         """Bind to a durable consumer created by `ensure_topology`."""
         return await self.js.pull_subscribe_bind(durable=consumer, stream=consumer_spec(consumer).stream)
+
+    async def follow_subscription(self, subject: str) -> JetStreamContext.PushSubscription:
+        """This process's own ordered consumer of `subject` on the event stream, from the next event
+        on: unlike a work consumer's, every process that follows sees every event. No acks; the
+        server drops the consumer once its subscriber is gone. Read it with `next_msg`."""
+        return await self.js.subscribe(
+            subject,
+            stream=names.STREAM,
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
+        )
 
     @property
     def is_connected(self) -> bool:

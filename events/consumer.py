@@ -21,6 +21,7 @@ from nats.js.errors import NotFoundError
 
 from events.bus import EventBus
 from events.envelope import Envelope, MalformedEvent, decode_envelope
+from events.retry import RetryPolicy
 from events.supervision import Supervisor
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,11 @@ T = TypeVar("T")
 Handler = Callable[[Envelope, Msg], Awaitable[None]]
 
 _FETCH_WAIT_S = 1.0
-_RETRY_DELAY_S = 2.0
+_RETRY_DELAY_S = 2.0  # after a failed fetch: the consumer is fine, the connection is not (yet)
+# A handler that raised: its message comes back after 1, 2, 4 … 60 s, so the consumer's ten
+# deliveries ride out about four minutes of trouble (a NATS blip, a leader election) before the
+# message becomes a dead letter, instead of twenty seconds at a fixed delay.
+HANDLER_RETRY = RetryPolicy(first_delay_s=1.0, max_delay_s=60.0, give_up_after=10)
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
@@ -155,9 +160,16 @@ class ConsumerLoop(Generic[T]):
                 await msg.nak()
             raise
         except Exception:
-            log.exception("%s: handling message %d on %s failed; will retry", self.consumer, seq, msg.subject)
+            delay_s = HANDLER_RETRY.delay_s(msg.metadata.num_delivered)
+            log.exception(
+                "%s: handling message %d on %s failed; retrying in %.0f s",
+                self.consumer,
+                seq,
+                msg.subject,
+                delay_s,
+            )
             with contextlib.suppress(nats.errors.Error):
-                await msg.nak(delay=_RETRY_DELAY_S)
+                await msg.nak(delay=delay_s)
 
 
 def event_consumer(bus: EventBus, consumer: str, handler: Handler) -> ConsumerLoop[Envelope]:

@@ -35,6 +35,12 @@ NOTIFIER_SUBJECTS = (EventType.SYNTHESIS_COMPLETED, EventType.SYNTHESIS_FAILED)
 REVIEW_CONSUMER = "voice-review"
 REVIEW_SUBJECTS = (EventType.VOICE_REVIEWED,)
 
+# Not a work consumer: every worker runs its own ordered consumer of deletions (ephemeral, from the
+# events after it starts), because each must forget what it keeps in memory of a deleted voice. The
+# name is the supervised work's, for logs; the server names the consumer itself.
+WORKER_ERASURE_FOLLOWER = "synth-worker-erasure"
+WORKER_ERASURE_SUBJECT = EventType.VOICE_DELETED
+
 
 def max_deliveries_subject(stream: str, consumer: str = "*") -> str:
     """The advisory JetStream publishes when `consumer` stops redelivering a message (max_deliver)."""
@@ -48,6 +54,11 @@ DEADLETTER_STREAM = "TTS_DEADLETTER"
 DEADLETTER_STREAM_SUBJECTS = (max_deliveries_subject(STREAM),)
 WORKER_DEADLETTER_CONSUMER = "synth-worker-deadletter"
 WORKER_DEADLETTER_SUBJECTS = (max_deliveries_subject(STREAM, WORKER_CONSUMER),)
+# The gateway's consumers dead-letter too: a verdict or a notification is never dropped in silence.
+REVIEW_DEADLETTER_CONSUMER = "voice-review-deadletter"
+REVIEW_DEADLETTER_SUBJECTS = (max_deliveries_subject(STREAM, REVIEW_CONSUMER),)
+NOTIFIER_DEADLETTER_CONSUMER = "notifier-deadletter"
+NOTIFIER_DEADLETTER_SUBJECTS = (max_deliveries_subject(STREAM, NOTIFIER_CONSUMER),)
 
 # JetStream KV buckets: the shared state of every gateway and worker instance.
 TASKS_BUCKET = "tts_tasks"  # key "<owner>.<task_id>" -> TaskRecord
@@ -60,3 +71,11 @@ RATE_BUCKET = "tts_rate"  # key "<owner>.<window start>" -> request count; entri
 IDEMPOTENCY_BUCKET = "tts_idempotency"
 # key "<owner>.<voice_id>.<request hash>" -> CachedResult; the voice in the key lets its deletion find them
 RESULTS_BUCKET = "tts_cache"
+# key "<owner>.<lease id>" -> StreamLease: a long-lived response (SSE, audio stream, WebSocket) open now
+STREAMS_BUCKET = "tts_streams"
+# key "<sha256 of timestamp, nonce and signature>" -> b"": a WeChat push already received; kept for
+# the push's staleness window, so the same push delivered again is refused (views/push.py)
+PUSH_NONCES_BUCKET = "tts_push_nonces"
+# key "<owner>.<session id>" -> b"": a revoked bearer token; key "<owner>" -> ms since the epoch:
+# every token of the owner issued until then is revoked (wechat_adapter/auth.py)
+REVOKED_SESSIONS_BUCKET = "tts_revoked_sessions"

@@ -37,6 +37,11 @@ class ErrorInfo(msgspec.Struct, frozen=True):
     message: str
 
 
+# Why a task failed because its voice went away: the gateway (a deleted voice's waiting tasks) and
+# the workers (a job whose sample is gone) say it the same way.
+VOICE_DELETED = ErrorInfo("voice_deleted", "声音已被删除，无法合成")
+
+
 class TaskRecord(msgspec.Struct, kw_only=True):
     task_id: str
     owner: str
@@ -109,6 +114,13 @@ class CachedResult(msgspec.Struct, kw_only=True):
     task_id: str
     engine: str  # "<engine>/<version>" the key was computed with
     created_at: str
+
+
+class StreamLease(msgspec.Struct, kw_only=True):
+    """One long-lived response a user holds open (see SharedState.streams)."""
+
+    opened_at: str
+    renewed_at: str
 
 
 class AccessTokenRecord(msgspec.Struct, kw_only=True):

@@ -31,7 +31,8 @@ class RetryPolicy:
 
     def delay_s(self, num_delivered: int) -> float:
         """The nak delay after delivery `num_delivered` failed: first, 2 × first, 4 × first, … capped."""
-        return min(self.first_delay_s * 2.0 ** max(num_delivered - 1, 0), self.max_delay_s)
+        # The exponent is bounded, so that a long crash loop never overflows a float.
+        return min(self.first_delay_s * 2.0 ** min(max(num_delivered - 1, 0), 64), self.max_delay_s)
 
     def gives_up(self, num_delivered: int) -> bool:
         """Whether delivery `num_delivered` is the last one to be tried."""

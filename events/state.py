@@ -15,9 +15,10 @@ import nats.errors
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue, StopIterSentinel
 
-from common.owners import owned_key
+from common.ids import new_id
+from common.owners import is_valid_owner, owned_key
 from events import names
-from events.bus import EventBus
+from events.bus import KV_BUCKETS, EventBus
 from events.envelope import MalformedEvent, decode_envelope, utc_now_iso
 from events.records import (
     CachedResult,
@@ -25,6 +26,7 @@ from events.records import (
     IdempotencyClaim,
     MediaCheckRecord,
     SessionRecord,
+    StreamLease,
     TaskRecord,
     TaskStatus,
     VoiceRecord,
@@ -175,6 +177,10 @@ class OwnedTable(KvTable[R]):
         found = await asyncio.gather(*map(self._get, keys))
         return [record for record, _ in filter(None, found)]
 
+    async def count_for(self, owner: str) -> int:
+        """How many records the owner has (deleted keys stay listed until their markers age out)."""
+        return len(await self.list_for(owner))
+
 
 class TaskTable(OwnedTable[TaskRecord]):
     async def transition(
@@ -208,6 +214,34 @@ class VoiceTable(OwnedTable[VoiceRecord]):
     pass
 
 
+class StreamTable(OwnedTable[StreamLease]):
+    """Leases on the long-lived responses each user holds open, shared by every gateway instance.
+
+    A lease is a key with the bucket's TTL, renewed while its stream is open, deleted when it closes:
+    a gateway that dies mid-stream frees its leases by expiry.
+    """
+
+    async def open(self, owner: str, limit: int) -> str | None:
+        """A new lease for `owner`, or None when `limit` are already open."""
+        if await self.count_for(owner) >= limit:
+            return None
+        lease_id = new_id("s")
+        now = utc_now_iso()
+        await self.create(owned_key(owner, lease_id), StreamLease(opened_at=now, renewed_at=now))
+        if await self.count_for(owner) > limit:  # parallel opens at the edge: the late ones back out
+            await self.close(owner, lease_id)
+            return None
+        return lease_id
+
+    async def renew(self, owner: str, lease_id: str) -> None:
+        await self.update(
+            owned_key(owner, lease_id), lambda lease: msgspec.structs.replace(lease, renewed_at=utc_now_iso())
+        )
+
+    async def close(self, owner: str, lease_id: str) -> None:
+        await self.delete(owned_key(owner, lease_id))
+
+
 class ResultTable(KvTable[CachedResult]):
     """Finished work that identical requests may reuse, filed under the voice it was spoken with."""
 
@@ -221,32 +255,125 @@ class ResultTable(KvTable[CachedResult]):
 
 
 class RateLimiter:
-    """Requests per owner per fixed window, counted in KV so every gateway instance shares them.
+    """Requests per key (an owner, a hashed client address) per fixed window, counted in KV so every
+    gateway instance shares them.
 
-    Each request stores its own key (`<owner>.<window>.<random>`) and the count is the number of
-    such keys, read from the stream's subject index: no compare-and-set, so one user's parallel
-    requests cannot contend (a shared counter made them exhaust their retries). The bucket's TTL
-    removes old windows.
+    Each allowed request stores its own key (`<kind>.<who>.<window>.<random>`) and the count is the
+    number of such keys, read from the stream's subject index: no compare-and-set, so one user's
+    parallel requests cannot contend (a shared counter made them exhaust their retries). A request
+    already over the limit is refused before anything is written, so a flood of refused requests
+    costs one read each and stores nothing; concurrent requests at the edge may overshoot by at most
+    their number, and are refused after the fact. The bucket's TTL removes old windows.
     """
 
-    def __init__(self, bus: EventBus, bucket: str, *, window_s: int = 60) -> None:
+    def __init__(self, bus: EventBus, bucket: str, *, kind: str, window_s: int) -> None:
+        if not window_s * 2 <= (KV_BUCKETS[bucket] or 0):
+            raise ValueError(f"{bucket} keeps entries too briefly for a {window_s} s window")
         self._kv = bus.kv(bucket)
         self._js = bus.js
         self._bucket = bucket
+        self._kind = kind
         self.window_s = window_s
 
-    async def hit(self, owner: str, limit: int, *, now_s: float | None = None) -> float | None:
-        """Count one request; None if allowed, else the seconds until the window resets."""
+    async def hit(self, who: str, limit: int, *, now_s: float | None = None) -> float | None:
+        """Count one request of `who`; None if allowed, else the seconds until the window resets."""
         now_s = time.time() if now_s is None else now_s
         window_start = int(now_s // self.window_s) * self.window_s
-        window = owned_key(owner, str(window_start))
+        retry_after_s = max(window_start + self.window_s - now_s, 1.0)
+        window = f"{self._kind}.{owned_key(who, str(window_start))}"
+        if await self._count(window) >= limit:
+            return retry_after_s
         await self._kv.create(f"{window}.{uuid.uuid4().hex}", b"")
+        return None if await self._count(window) <= limit else retry_after_s
+
+    async def _count(self, window: str) -> int:
         info = await self._js.stream_info(
             f"KV_{self._bucket}", subjects_filter=f"$KV.{self._bucket}.{window}.*"
         )
-        if len(info.state.subjects or {}) <= limit:
-            return None
-        return max(window_start + self.window_s - now_s, 1.0)
+        return len(info.state.subjects or {})
+
+
+class OnceKeys:
+    """Keys that can be claimed once while the bucket keeps them: the first claim wins on every instance.
+
+    One atomic create decides between racing claimers; the bucket's TTL forgets a key when it no
+    longer needs remembering. Connection trouble raises (the caller decides to fail closed).
+    """
+
+    def __init__(self, bus: EventBus, bucket: str) -> None:
+        self._kv = bus.kv(bucket)
+
+    async def claim(self, key: str) -> bool:
+        """True for the first claim of `key` (within the bucket's TTL), False for every later one."""
+        for _ in range(_CAS_ATTEMPTS):
+            try:
+                await self._kv.create(key, b"")
+            except KeyWrongLastSequenceError:
+                return False
+            except _ABSENT:
+                continue  # it expired or was released between the create and its check: try again
+            return True
+        raise ConcurrentUpdateError(key)
+
+    async def release(self, key: str) -> None:
+        """Forget a claim, so that the same key can be claimed again (its work failed)."""
+        await self._kv.purge(key)
+
+
+class SessionRevocations:
+    """Revoked bearer sessions, shared by every gateway instance.
+
+    `<owner>.<session id>` marks one revoked session; `<owner>` holds a time (ms since the epoch): every
+    session of the owner issued until then is revoked. Entries live as long as the bucket's TTL, which
+    is longer than any token lives, so a revocation is never forgotten while its token is still valid.
+    """
+
+    def __init__(self, bus: EventBus, bucket: str) -> None:
+        self._kv = bus.kv(bucket)
+
+    async def revoke_session(self, owner: str, session_id: str) -> None:
+        await self._kv.put(owned_key(owner, session_id), b"")
+
+    async def is_session_revoked(self, owner: str, session_id: str) -> bool:
+        try:
+            entry = await self._kv.get(owned_key(owner, session_id))
+        except _ABSENT:
+            return False
+        return entry.operation not in {"DEL", "PURGE"}
+
+    async def revoke_all(self, owner: str, *, issued_until_ms: int) -> None:
+        """Revoke every session of `owner` issued until `issued_until_ms` (a later time stored stays)."""
+        for _ in range(_CAS_ATTEMPTS):
+            current, revision = await self._revoked_until(owner)
+            if current >= issued_until_ms:
+                return
+            try:
+                if revision is None:
+                    await self._kv.create(owner, str(issued_until_ms).encode())
+                else:
+                    await self._kv.update(owner, str(issued_until_ms).encode(), last=revision)
+            except KeyWrongLastSequenceError:
+                continue
+            return
+        raise ConcurrentUpdateError(owner)
+
+    async def revoked_until_ms(self, owner: str) -> int:
+        """Sessions of `owner` issued until this time (ms) are revoked; 0 when none is."""
+        return (await self._revoked_until(owner))[0]
+
+    async def _revoked_until(self, owner: str) -> tuple[int, int | None]:
+        if not is_valid_owner(owner):
+            raise ValueError("owner is not a valid openid")
+        try:
+            entry = await self._kv.get(owner)
+        except _ABSENT:
+            return 0, None
+        if entry.value is None or entry.operation in {"DEL", "PURGE"}:
+            return 0, entry.revision
+        try:
+            return int(entry.value), entry.revision
+        except ValueError:
+            return 0, entry.revision
 
 
 class EngineRelease(NamedTuple):
@@ -268,9 +395,16 @@ class SharedState:
         self.voices = VoiceTable(bus, names.VOICES_BUCKET, VoiceRecord)
         self.media_checks = KvTable(bus, names.MEDIA_CHECKS_BUCKET, MediaCheckRecord)
         self.sessions = KvTable(bus, names.SESSIONS_BUCKET, SessionRecord)
-        self.rate = RateLimiter(bus, names.RATE_BUCKET)
+        # Synthesis requests and voice uploads per user; logins per client address and per code.
+        self.rate = RateLimiter(bus, names.RATE_BUCKET, kind="synthesis", window_s=60)
+        self.upload_rate = RateLimiter(bus, names.RATE_BUCKET, kind="upload", window_s=3600)
+        self.login_rate_by_address = RateLimiter(bus, names.RATE_BUCKET, kind="login-address", window_s=60)
+        self.login_rate_by_code = RateLimiter(bus, names.RATE_BUCKET, kind="login-code", window_s=60)
         self.idempotency = KvTable(bus, names.IDEMPOTENCY_BUCKET, IdempotencyClaim)
         self.results = ResultTable(bus, names.RESULTS_BUCKET, CachedResult)
+        self.streams = StreamTable(bus, names.STREAMS_BUCKET, StreamLease)
+        self.push_nonces = OnceKeys(bus, names.PUSH_NONCES_BUCKET)
+        self.revoked_sessions = SessionRevocations(bus, names.REVOKED_SESSIONS_BUCKET)
 
     async def engine_in_service(self) -> EngineRelease | None:
         """The engine of the newest `tts.synthesis.completed` on the stream; None before any.

@@ -65,8 +65,8 @@ def gateway_process(settings: Settings, log_path: Path) -> ManagedProcess:
 class FaultStack(Stack):
     """The session Stack's helpers, plus worker processes this stack owns and stops."""
 
-    s3: SeaweedS3
-    log_dir: Path
+    s3: SeaweedS3 = field(kw_only=True)
+    log_dir: Path = field(kw_only=True)
     processes: list[ManagedProcess] = field(default_factory=list)
 
     def own(self, process: ManagedProcess) -> ManagedProcess:

@@ -38,6 +38,9 @@ class Stack:
     bus: EventBus  # the tests' own connection, for looking at the stream
     store: ObjectStore
     http: aiohttp.ClientSession
+    # The session gateway's services, for tests that inject a fault into it (None in stacks whose
+    # gateway runs elsewhere).
+    gateway: Gateway | None = None
 
     @property
     def url(self) -> str:
@@ -109,8 +112,13 @@ def test_settings(nats_url: str, s3: SeaweedS3, *, gateway_port: int, emulator_u
         wechat_api_base=emulator_url,
         gateway_port=gateway_port,
         public_base_url=f"http://127.0.0.1:{gateway_port}",
-        session_secret="test-session-secret",
+        session_secret="test-session-secret-of-32-bytes-or-more",
         rate_limit_per_minute=10_000,
+        # Every test user logs in from 127.0.0.1 and uploads freely: the limits have tests of their own.
+        logins_per_minute=100_000,
+        uploads_per_hour=100_000,
+        voices_per_user=1_000,
+        streams_per_user=100,
         worker_metrics_port=free_port(),
     )
 
@@ -130,7 +138,8 @@ async def stack(nats_server: NatsServer, s3_server: SeaweedS3) -> AsyncIterator[
     stop_worker, worker_ready = asyncio.Event(), asyncio.Event()
     async with contextlib.AsyncExitStack() as resources:
         await resources.enter_async_context(serving(emulator_app, emulator_port))
-        await resources.enter_async_context(serving(create_app(settings), gateway_port))
+        gateway_app = create_app(settings)
+        await resources.enter_async_context(serving(gateway_app, gateway_port))
         worker = asyncio.create_task(
             run_worker(settings, stop_worker, serve_health=False, ready=worker_ready)
         )
@@ -151,4 +160,4 @@ async def stack(nats_server: NatsServer, s3_server: SeaweedS3) -> AsyncIterator[
         store = ObjectStore.from_settings(settings)
         resources.callback(store.close)
         http = await resources.enter_async_context(aiohttp.ClientSession())
-        yield Stack(settings, emulator_app[EMULATOR_KEY], bus, store, http)
+        yield Stack(settings, emulator_app[EMULATOR_KEY], bus, store, http, gateway=gateway_app[GATEWAY])

@@ -94,7 +94,9 @@ def test_unreadable_word_file_stops_the_gateway_at_start(tmp_path: Path) -> None
 
 
 def _settings_with_words(path: Path) -> Settings:
-    return Settings(session_secret="x", sensitive_words_file=str(path))
+    return Settings(
+        session_secret="x" * 32, wechat_api_base="http://127.0.0.1:8090", sensitive_words_file=str(path)
+    )
 
 
 def test_sweep_interval_and_policies() -> None:

@@ -35,6 +35,7 @@ from events import names
 from events.replay import task_timeline
 from ops.client import ApiClient, Reply, eventually
 from storage.keys import OUTPUTS_PREFIX, SAMPLES_PREFIX, sample_key
+from wechat_adapter.auth import key_id
 from wechat_emulator.config import EmulatorConfig
 from wechat_emulator.push import PushEncoder, PushRequest, sha1_signature
 
@@ -297,9 +298,19 @@ class _PastSigner(TimestampSigner):
         return int(time.time()) - 8 * 24 * 3600
 
 
-def _session_token(secret: str, payload: Any, *, salt: str = "voicerelay.session", signer=None) -> str:
+def _session_token(
+    secret: str, payload: Any, *, salt: str = "voicerelay.session", signer=None, key_of: str = ""
+) -> str:
+    """Signed as the gateway signs; a bearer token (and any token presented as one) names a key id,
+    that of `key_of` (default: the signing secret's)."""
     kwargs = {"signer": signer} if signer else {}
-    return URLSafeTimedSerializer(secret, salt=salt, **kwargs).dumps(payload)
+    signed = URLSafeTimedSerializer(secret, salt=salt, **kwargs).dumps(payload)
+    return signed if salt == "voicerelay.link" and not key_of else f"{key_id(key_of or secret)}~{signed}"
+
+
+def _claims(openid: str) -> dict[str, Any]:
+    """A session token's payload: openid, session id, issue time (ms)."""
+    return {"o": openid, "s": uuid.uuid4().hex, "i": int(time.time() * 1000)}
 
 
 BAD_AUTH: dict[str, Callable[[Stack, str], dict[str, str]]] = {
@@ -308,18 +319,31 @@ BAD_AUTH: dict[str, Callable[[Stack, str], dict[str, str]]] = {
     "empty_bearer": lambda stack, openid: {"Authorization": "Bearer "},
     "garbage": lambda stack, openid: {"Authorization": "Bearer not.a.token"},
     "forged": lambda stack, openid: {
-        "Authorization": "Bearer " + _session_token("wrong-secret", {"o": openid})
+        "Authorization": "Bearer "
+        + _session_token("wrong-secret", _claims(openid), key_of=stack.settings.session_secret)
+    },
+    "other_key_id": lambda stack, openid: {
+        "Authorization": "Bearer "
+        + _session_token(stack.settings.session_secret, _claims(openid), key_of="x" * 32)
     },
     "expired": lambda stack, openid: {
         "Authorization": "Bearer "
-        + _session_token(stack.settings.session_secret, {"o": openid}, signer=_PastSigner)
+        + _session_token(stack.settings.session_secret, _claims(openid), signer=_PastSigner)
     },
     "link_salt": lambda stack, openid: {
         "Authorization": "Bearer "
-        + _session_token(stack.settings.session_secret, ["task-audio", openid, "t_x"], salt="voicerelay.link")
+        + _session_token(
+            stack.settings.session_secret,
+            ["task-audio", openid, "t_x"],
+            salt="voicerelay.link",
+            key_of=stack.settings.session_secret,
+        )
     },
     "bad_openid": lambda stack, openid: {
-        "Authorization": "Bearer " + _session_token(stack.settings.session_secret, {"o": "../" + openid})
+        "Authorization": "Bearer " + _session_token(stack.settings.session_secret, _claims("../" + openid))
+    },
+    "no_session_id": lambda stack, openid: {
+        "Authorization": "Bearer " + _session_token(stack.settings.session_secret, {"o": openid})
     },
 }
 
@@ -413,7 +437,7 @@ async def test_login_without_a_usable_code(stack: Stack, body: dict[str, Any]) -
     [
         (b"{not json", "application/json", 400, "invalid_json"),
         (b'["code"]', "application/json", 400, "invalid_json"),
-        (b"[" * 100_000, "application/json", 400, "invalid_json"),
+        (b"[" * 16_000, "application/json", 400, "invalid_json"),  # deep, yet under the 16 KB limit
         (b"\xff\xfe{}", "application/json", 400, "invalid_json"),
         (b"code=abc", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
     ],
@@ -583,7 +607,7 @@ async def test_bad_synthesis_request(stack: Stack, alice: Owner, case: str) -> N
         (b'["text", "voice_id"]', "application/json", 400, "invalid_json"),
         (b'"text"', "application/json", 400, "invalid_json"),
         (b"null", "application/json", 400, "invalid_json"),
-        (b"[" * 100_000, "application/json", 400, "invalid_json"),
+        (b"[" * 16_000, "application/json", 400, "invalid_json"),  # deep, yet under the 16 KB limit
         (b'{"text": "\xff\xfe"}', "application/json", 400, "invalid_json"),
         (b'{"text": "hi", "voice_id": "VOICE", "speed": NaN}', "application/json", 400, "invalid_request"),
         (
@@ -1019,9 +1043,12 @@ async def test_push_url_verification_refused(stack: Stack, query: dict[str, str]
 
 async def test_irrelevant_push_is_acknowledged_without_effect(stack: Stack) -> None:
     event = {"ToUserName": "gh_000000000000", "MsgType": "event", "Event": "subscribe_msg_popup_event"}
-    for encoder in (push_encoder(stack), push_encoder(stack, fmt="xml"), push_encoder(stack, mode="plain")):
+    for encoder in (push_encoder(stack), push_encoder(stack, fmt="xml")):
         async with nothing_changed(stack):
             assert await post_push(stack, encoder.encode(event)) == (200, "success")
+    # The gateway has an EncodingAESKey: a plaintext push is refused, whatever it says.
+    async with nothing_changed(stack):
+        assert await post_push(stack, push_encoder(stack, mode="plain").encode(event)) == (403, "forbidden")
 
 
 async def test_media_push_without_trace_id_has_no_effect(stack: Stack) -> None:

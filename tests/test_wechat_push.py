@@ -4,12 +4,13 @@ login's session_key stays sealed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
 
 import pytest
-from stack import Stack
+from stack import Stack, another_gateway
 
 from events.state import SharedState
 from ops.samples import speech_sample
@@ -68,14 +69,19 @@ def encode_push(stack: Stack, message: dict[str, Any], mode: str, push_format: s
 async def test_each_push_mode_and_format_is_understood(
     stack: Stack, mode: str, push_format: str, label
 ) -> None:
-    user = await stack.user()
-    voice_id, trace_id = await pending_voice(stack, user)
-    query, body = encode_push(
-        stack, verdict_message(stack, user.openid, trace_id, "pass", label), mode, push_format
-    )
-    reply = await stack.client().request("POST", "/wechat/push", params=query, data=body)
-    assert (reply.status, reply.body) == (200, b"success")
-    assert (await user.wait_voice(voice_id, timeout_s=2.5))["status"] == "ready"  # before the real push
+    async with contextlib.AsyncExitStack() as gateways:
+        push_url = f"{stack.url}/wechat/push"
+        if mode == "plain":  # only a gateway without an EncodingAESKey takes plaintext (test_push_integrity)
+            url, _ = await gateways.enter_async_context(another_gateway(stack, wechat_push_aes_key=""))
+            push_url = f"{url}/wechat/push"
+        user = await stack.user()
+        voice_id, trace_id = await pending_voice(stack, user)
+        query, body = encode_push(
+            stack, verdict_message(stack, user.openid, trace_id, "pass", label), mode, push_format
+        )
+        reply = await stack.client().request("POST", push_url, params=query, data=body)
+        assert (reply.status, reply.body) == (200, b"success")
+        assert (await user.wait_voice(voice_id, timeout_s=2.5))["status"] == "ready"  # before the real push
     await stack.emulator.settle()  # the held-back push arrives as a harmless duplicate
 
 

@@ -1,4 +1,5 @@
-"""How deep the job queue is, so the gateway can refuse work it cannot finish in reasonable time.
+"""Refusing work the gateway cannot finish in reasonable time: how deep the job queue is, and how
+many uploads this process is decoding.
 
 Reading the consumer's pending count is one JetStream API call; under a burst it is cached for a
 second so a thousand submissions do not become a thousand API calls.
@@ -7,7 +8,9 @@ second so a thousand submissions do not become a thousand API calls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 
 from events import names
 from events.bus import EventBus
@@ -30,3 +33,28 @@ class QueueGauge:
                 info = await self._bus.js.consumer_info(names.STREAM, self._consumer)
                 self._value, self._read_at = info.num_pending, time.monotonic()
             return self._value
+
+
+class SlotsFull(Exception):
+    """Every slot is taken: refuse now rather than queue (a queue of 5 MB uploads is memory)."""
+
+
+class Slots:
+    """At most `limit` of something at once in this process; the next one is refused at once."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("a slot limit must be positive")
+        self.limit = limit
+        self.in_use = 0
+
+    @contextlib.contextmanager
+    def take(self) -> Iterator[None]:
+        """One slot for the block; raises SlotsFull when none is free."""
+        if self.in_use >= self.limit:
+            raise SlotsFull(f"all {self.limit} slots are in use")
+        self.in_use += 1
+        try:
+            yield
+        finally:
+            self.in_use -= 1

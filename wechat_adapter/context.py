@@ -11,8 +11,8 @@ from events.bus import EventBus
 from events.state import SharedState
 from events.supervision import Supervisor
 from storage.objects import ObjectStore
-from wechat_adapter.auth import ResourceLinks, SessionKeyVault, SessionTokens
-from wechat_adapter.backpressure import QueueGauge
+from wechat_adapter.auth import ResourceLinks, SessionKeyVault, SessionRevocationCheck, SessionTokens
+from wechat_adapter.backpressure import QueueGauge, Slots
 from wechat_adapter.metrics import GatewayMetrics
 from wechat_adapter.sensitive_words import SensitiveWords
 from wechat_adapter.wechat.api import WeChatClient
@@ -37,6 +37,8 @@ class Gateway:
     store: ObjectStore
     wechat: WeChatClient
     tokens: SessionTokens
+    # Whether a validly signed token was revoked since (logout, a high-risk login): KV behind a cache.
+    revocations: SessionRevocationCheck
     links: ResourceLinks
     vault: SessionKeyVault
     metrics: GatewayMetrics
@@ -46,6 +48,10 @@ class Gateway:
     sensitive_words: SensitiveWords
     # Audio decoding is CPU work: it runs here, never on the event loop.
     audio_executor: ThreadPoolExecutor
+    # Uploads being decoded at once; the next one is refused with 503 `overloaded`.
+    decode_slots: Slots
+    # Long-lived responses (SSE) open in this process (wechat_adapter.streams).
+    stream_slots: Slots
     # The background consumers and tasks (notifier, review, review timeout); /readyz reports them.
     background: Supervisor
     # Set when the app stops, so long-lived responses (SSE) end instead of holding shutdown up.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 
 import msgspec
 
@@ -21,26 +22,40 @@ from events.names import EventType
 from events.records import MediaCheckRecord, VoiceRecord, VoiceStatus
 from storage.keys import features_prefix, sample_key
 from storage.objects import StorageError
+from wechat_adapter.backpressure import SlotsFull
 from wechat_adapter.context import Caller, Gateway
 from wechat_adapter.errors import ApiError
 from wechat_adapter.fields import DEFAULT_NAME, NAME_MAX_CHARS
 from wechat_adapter.intake import Upload, analyse_sample
 from wechat_adapter.moderation import Scene, require_clean_text
+from wechat_adapter.task_recovery import fail_tasks_of_deleted_voice
 from wechat_adapter.wechat.api import WeChatError, WeChatUnavailable
 
 log = logging.getLogger(__name__)
+
+# When every decode slot is busy: a decode takes well under a second, so a client may come back soon.
+DECODE_RETRY_AFTER_S = 2
 
 
 async def enrol_voice(gateway: Gateway, caller: Caller, upload: Upload) -> VoiceRecord:
     """Check the fields, the audio (on the audio executor) and the text, then store the voice and
     start WeChat's review of the sample. Returns the voice, `pending_review`."""
     owner = caller.owner
-    prompt_text = _clean_field(
-        upload.prompt_text, max_chars=gateway.settings.text_max_chars, field="prompt_text"
-    )
+    settings = gateway.settings
+    prompt_text = _clean_field(upload.prompt_text, max_chars=settings.text_max_chars, field="prompt_text")
     name = _clean_field(upload.name or DEFAULT_NAME, max_chars=NAME_MAX_CHARS, field="name")
-    loop = asyncio.get_running_loop()
-    sample = await loop.run_in_executor(gateway.audio_executor, analyse_sample, upload.audio)
+    # Cheapest refusals first: each upload past here costs a decode, a msgSecCheck and a mediaCheckAsync
+    # (a per-appid daily quota: spent by one user, it fails everyone's uploads).
+    await _require_room_for_a_voice(gateway, owner)
+    retry_after_s = await gateway.state.upload_rate.hit(owner, settings.uploads_per_hour)
+    if retry_after_s is not None:
+        raise ApiError("rate_limited", detail="uploads per hour", retry_after_s=math.ceil(retry_after_s))
+    try:
+        with gateway.decode_slots.take():
+            loop = asyncio.get_running_loop()
+            sample = await loop.run_in_executor(gateway.audio_executor, analyse_sample, upload.audio)
+    except SlotsFull as exc:
+        raise ApiError("overloaded", detail=str(exc), retry_after_s=DECODE_RETRY_AFTER_S) from None
     await require_clean_text(gateway, owner=owner, text=f"{name}\n{prompt_text}", scene=Scene.PROFILE)
 
     voice_id = new_id("v")
@@ -59,6 +74,9 @@ async def enrol_voice(gateway: Gateway, caller: Caller, upload: Upload) -> Voice
     try:
         await gateway.store.put(voice.sample_key, sample.wav_16k, "audio/wav")
         await gateway.state.voices.create(key, voice)
+        # Checked again now that the voice is stored: of parallel uploads at the limit, those that
+        # made the count pass it are undone (by the handler below) before WeChat is asked anything.
+        await _require_room_for_a_voice(gateway, owner, including_new=True)
         trace_id = await _start_media_check(gateway, voice)
         # Compare-and-set, not put: WeChat's verdict may already have been applied to this voice.
         voice = await gateway.state.voices.update(
@@ -88,19 +106,21 @@ async def enrol_voice(gateway: Gateway, caller: Caller, upload: Upload) -> Voice
             raise ApiError("unavailable", detail=f"storing the sample: {exc}") from exc
         raise
     log.info(
-        "voice %s uploaded by %s (%.1f s), review %s",
+        "voice %s uploaded by %s (%.1f s)",
         voice.voice_id,
         owner,
         voice.duration_s,
-        voice.media_trace_id,
     )
+    log.debug("voice %s: media check %s", voice.voice_id, voice.media_trace_id)  # trace ids: debug only
     return voice
 
 
 async def delete_voice(gateway: Gateway, caller: Caller, voice: VoiceRecord) -> None:
-    """Erase the voice: sample, cached features, cached results, records. Objects go first, so a
-    failed delete leaves the voice in place to be deleted again; finished tasks keep their own audio
-    (already delivered), which the S3 lifecycle expires."""
+    """Erase the voice: sample, cached features, cached results, records; then fail the tasks that
+    were waiting for it. Objects go first, so a failed delete leaves the voice in place to be deleted
+    again; finished tasks keep their own audio (already delivered), which the S3 lifecycle expires.
+    Should failing the waiting tasks itself fail, the stale-task sweeper fails them later (their
+    voice is gone either way)."""
     try:
         await _erase_objects(gateway, voice)
     except StorageError as exc:
@@ -115,6 +135,21 @@ async def delete_voice(gateway: Gateway, caller: Caller, voice: VoiceRecord) -> 
         )
     )
     log.info("voice %s deleted by %s", voice.voice_id, voice.owner)
+    # Once more now that the record is gone: a job that stored features between the first sweep and
+    # the record's deletion saw the voice alive; from here on every job sees it gone and cleans up.
+    try:
+        await gateway.store.delete_prefix(features_prefix(voice.owner, voice.voice_id))
+    except StorageError as exc:  # the workers' own check and the lifecycle rule remain
+        log.warning("second sweep of voice %s's features failed: %s", voice.voice_id, exc)
+    await fail_tasks_of_deleted_voice(gateway, voice.owner, voice.voice_id)
+
+
+async def _require_room_for_a_voice(gateway: Gateway, owner: str, *, including_new: bool = False) -> None:
+    count = await gateway.state.voices.count_for(owner)
+    if count - (1 if including_new else 0) >= gateway.settings.voices_per_user:
+        raise ApiError(
+            "voice_limit_reached", detail=f"{count} voices, at most {gateway.settings.voices_per_user}"
+        )
 
 
 def _clean_field(value: str, *, max_chars: int, field: str) -> str:

@@ -16,6 +16,7 @@ __all__ = [
     "FORMATS",
     "IDEMPOTENCY_HEADER",
     "IDEMPOTENCY_KEY_MAX_CHARS",
+    "JSON_BODY_MAX_BYTES",
     "LINK_MAX_AGE_S",
     "LIST_LIMIT_DEFAULT",
     "LIST_LIMIT_MAX",
@@ -27,6 +28,11 @@ __all__ = [
     "NAME_MAX_CHARS",
     "SPEED_RANGE",
 ]
+
+# --- every JSON body ---------------------------------------------------------------------------------
+
+# The largest JSON body accepted, except POST /v1/voices (base64 audio): refused before parsing.
+JSON_BODY_MAX_BYTES = 16 * 1024
 
 # --- POST /v1/session ------------------------------------------------------------------------------------
 

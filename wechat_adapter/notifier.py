@@ -35,7 +35,7 @@ from common.logs import log_context
 from common.owners import is_valid_owner
 from events import names
 from events.bus import CONSUMERS, EventBus
-from events.consumer import ConsumerLoop, event_consumer
+from events.consumer import ConsumerLoop, DeadLetter, dead_letter_consumer, event_consumer
 from events.envelope import Envelope
 from events.retry import RetryPolicy
 from events.state import SharedState
@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 NO_CONSENT = 43101
 BAD_ARGUMENT = 47003
 UNAVAILABLE = "unavailable"  # the errcode recorded when WeChat could not be reached in time
+DEADLETTERED = "deadlettered"  # the errcode recorded when our own side kept failing (a dead letter)
 MINIPROGRAM_STATES = vocabulary.MINIPROGRAM_STATES
 
 # 47003's errmsg names the value it refused: "argument invalid! data.thing1.value exceeds limit".
@@ -178,7 +179,36 @@ class Notifier:
         )
         await msg.ack()
 
+    async def dead_letter(self, letter: DeadLetter, msg: Msg) -> None:
+        """A finished task whose notification ran out of deliveries (the handler kept failing, e.g.
+        NATS or KV trouble): record `tts.notify.failed`, so the audit log says no card was sent."""
+        event = letter.event
+        task = await self._state.tasks.get(event.openid, event.task_id or "") if event.task_id else None
+        if task is None or not task.notify or not is_valid_owner(event.openid):
+            await msg.ack()
+            return
+        outcome: dict[str, Any] = {
+            "template_id": self._settings.wechat_template_id,
+            "attempt": letter.deliveries,
+            "errcode": DEADLETTERED,
+            "errmsg": f"gave up after {letter.deliveries} deliveries",
+        }
+        if task.error is not None:
+            outcome["reason"] = task.error.code
+        await self._bus.publish(notify_event(task, sent=False, data=outcome))
+        self._metrics.notifications.labels("failed").inc()
+        log.warning(
+            "task %s: notification dead-lettered after %d deliveries", task.task_id, letter.deliveries
+        )
+        await msg.ack()
+
 
 def consumer(gateway: Gateway) -> ConsumerLoop[Envelope]:
     """The notifier's consumer loop, for the gateway's supervisor; a bad template mapping raises here."""
     return event_consumer(gateway.bus, names.NOTIFIER_CONSUMER, Notifier.for_gateway(gateway))
+
+
+def dead_letter_consumer_of(gateway: Gateway) -> ConsumerLoop[DeadLetter]:
+    """The notifier's dead letters, for the gateway's supervisor."""
+    notifier = Notifier.for_gateway(gateway)
+    return dead_letter_consumer(gateway.bus, names.NOTIFIER_DEADLETTER_CONSUMER, notifier.dead_letter)

@@ -25,7 +25,7 @@ from common.ids import new_id
 from common.owners import is_valid_owner, owned_key
 from events import names
 from events.bus import consumer_spec
-from events.consumer import ConsumerLoop, event_consumer
+from events.consumer import ConsumerLoop, DeadLetter, dead_letter_consumer, event_consumer
 from events.envelope import Envelope, new_event
 from events.names import EventType
 from events.records import ErrorInfo, MediaCheckRecord, TaskStatus, VoiceRecord, VoiceStatus
@@ -46,6 +46,7 @@ _UNKNOWN_TRACE_RETRY = RetryPolicy(
 # The `suggest` (and review label) of a decision taken because WeChat's verdict never came.
 TIMEOUT_SUGGEST = "timeout"
 _TIMEOUT_DECISIONS = frozenset({VoiceStatus.READY, VoiceStatus.REJECTED})
+_AWAITING_OR_QUEUED = frozenset({TaskStatus.AWAITING_REVIEW, TaskStatus.QUEUED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +79,8 @@ async def record_wechat_verdict(gateway: Gateway, message: dict[str, Any]) -> No
             },
         )
     )
-    log.info("media verdict for %s: %s/%s", trace_id, result.get("suggest"), result.get("label"))
+    # Media-check trace ids stay out of info logs (they tie a WeChat verdict to a voice): debug only.
+    log.debug("media verdict for %s: %s/%s", trace_id, result.get("suggest"), result.get("label"))
 
 
 def voice_status_for(suggest: str) -> VoiceStatus:
@@ -151,20 +153,24 @@ async def apply_verdict(gateway: Gateway, check: MediaCheckRecord, verdict: Verd
 
 
 async def release_waiting_tasks(gateway: Gateway, voice: VoiceRecord) -> None:
-    """Queue (ready voice) or reject (rejected voice) every task of the voice still awaiting review."""
+    """Queue (ready voice) or reject (rejected voice) every task of the voice still awaiting review.
+
+    For a ready voice the job of every queued task is published, including tasks an earlier pass
+    queued: a pass that died between storing `queued` and publishing (the verdict is then redelivered)
+    is finished by the next one. The job's event id is the task's own, so publishing it again dedupes.
+    """
     tasks = gateway.state.tasks
+    ready = voice.status == VoiceStatus.READY
+    releasable = _AWAITING_OR_QUEUED if ready else frozenset({TaskStatus.AWAITING_REVIEW})
     waiting = [
         t
-        for t in await tasks.list_for(voice.owner, limit=10_000)
-        if t.voice_id == voice.voice_id and t.status == TaskStatus.AWAITING_REVIEW
+        for t in await tasks.list_for(voice.owner)
+        if t.voice_id == voice.voice_id and t.status in releasable
     ]
     for task in waiting:
-        if voice.status == VoiceStatus.READY:
+        if ready:
             moved = await tasks.transition(
-                task.owner,
-                task.task_id,
-                TaskStatus.QUEUED,
-                allowed_from=frozenset({TaskStatus.AWAITING_REVIEW}),
+                task.owner, task.task_id, TaskStatus.QUEUED, allowed_from=_AWAITING_OR_QUEUED
             )
             if moved is not None and moved.status == TaskStatus.QUEUED:
                 await gateway.bus.publish(requested_event(moved, voice))
@@ -199,6 +205,22 @@ class ReviewHandler:
         await apply_verdict(self._gateway, check, verdict)
         await msg.ack()
 
+    async def dead_letter(self, letter: DeadLetter, msg: Msg) -> None:
+        """A verdict whose deliveries ran out while applying it kept failing: apply it now. Should
+        this fail too, the dead-letter consumer tries again, backing off (a verdict is never dropped
+        in silence; were it lost for good, the review timeout would still decide the voice)."""
+        event = letter.event
+        trace_id = str(event.data.get("media_trace_id", ""))
+        check = await self._gateway.state.media_checks.get(trace_id) if trace_id else None
+        verdict = verdict_of(event)
+        if check is None or verdict is None:
+            log.warning("dead-lettered verdict %s has no media check or decision left; dropped", event.id)
+            await msg.ack()
+            return
+        await apply_verdict(self._gateway, check, verdict)
+        log.warning("verdict %s applied from a dead letter after %d deliveries", event.id, letter.deliveries)
+        await msg.ack()
+
     async def _unknown_check(self, event: Envelope, msg: Msg, trace_id: str) -> None:
         # The sweeper only times out a check it has read, so a timeout event without one means the
         # voice was deleted since: nothing to wait for.
@@ -213,3 +235,9 @@ class ReviewHandler:
 def consumer(gateway: Gateway) -> ConsumerLoop[Envelope]:
     """The review consumer's loop, for the gateway's supervisor."""
     return event_consumer(gateway.bus, names.REVIEW_CONSUMER, ReviewHandler(gateway))
+
+
+def dead_letter_consumer_of(gateway: Gateway) -> ConsumerLoop[DeadLetter]:
+    """The review consumer's dead letters, for the gateway's supervisor."""
+    handler = ReviewHandler(gateway)
+    return dead_letter_consumer(gateway.bus, names.REVIEW_DEADLETTER_CONSUMER, handler.dead_letter)

@@ -107,12 +107,12 @@ class ReviewTimeoutSweeper:
         if voice is not None and voice.status == VoiceStatus.PENDING_REVIEW:
             await self._gateway.bus.publish(review.timeout_event(check, self._decision))
             log.info(
-                "voice %s: no verdict for media check %s within %.0f s; decided %s",
+                "voice %s: no media verdict within %.0f s; decided %s",
                 check.voice_id,
-                check.trace_id,
                 self._timeout_s,
                 self._decision,
             )
+            log.debug("voice %s: media check %s timed out", check.voice_id, check.trace_id)
             published = 1
         del self._waiting[check.trace_id]
         self._settled.add(check.trace_id)

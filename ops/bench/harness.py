@@ -129,9 +129,13 @@ async def bench_stack(base_dir: Path, *, queue_max_pending: int = 10_000) -> Asy
             wechat_api_base=f"http://{LOCALHOST}:{emulator_port}",
             gateway_port=gateway_port,
             public_base_url=gateway_url,
-            session_secret="voicerelay-bench-session-secret",
-            # One benchmark user sends every request: the per-user limit must not be what is measured.
+            session_secret="voicerelay-bench-session-secret-32b",
+            # One benchmark user sends every request, clients log in from one address: no limit may be
+            # what is measured.
             rate_limit_per_minute=1_000_000,
+            logins_per_minute=1_000_000,
+            uploads_per_hour=1_000_000,
+            voices_per_user=100_000,
             queue_max_pending=queue_max_pending,
             worker_metrics_port=free_port(),
             engine_delay_s=0.0,

@@ -20,9 +20,14 @@ _FIELD_MAX_BYTES = 4096
 _CHUNK_BYTES = 64 * 1024
 
 
+def _json_upload_max_bytes(audio_max_bytes: int) -> int:
+    """The largest upload body: the audio as base64 (4/3 of it), plus room for the other fields."""
+    return audio_max_bytes * 4 // 3 + 64 * 1024
+
+
 async def read_upload(request: web.Request, *, max_bytes: int) -> Upload:
     """The sample and its fields from `wx.uploadFile` multipart or a JSON body with base64 audio."""
-    if request.content_length is not None and request.content_length > max_bytes * 4 // 3 + 64 * 1024:
+    if request.content_length is not None and request.content_length > _json_upload_max_bytes(max_bytes):
         raise ApiError("audio_too_large", detail=f"Content-Length {request.content_length}")
     if request.content_type == "multipart/form-data":
         return await _read_multipart(request, max_bytes)
@@ -67,7 +72,10 @@ async def _read_multipart(request: web.Request, max_bytes: int) -> Upload:
 
 
 async def _read_json(request: web.Request, max_bytes: int) -> Upload:
-    body = await read_json_object(request)
+    # Base64 is 4/3 of the audio; the other fields fit in the rest.
+    body = await read_json_object(
+        request, max_bytes=_json_upload_max_bytes(max_bytes), too_large="audio_too_large"
+    )
     encoded = body.get("audio_base64")
     if not isinstance(encoded, str) or not encoded:
         raise ApiError("invalid_request", detail="audio_base64 must be a non-empty string")

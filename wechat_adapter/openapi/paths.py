@@ -55,7 +55,11 @@ SECURITY_SCHEMES = {
     "bearer": {
         "type": "http",
         "scheme": "bearer",
-        "description": "The `token` from POST /v1/session; expires after `expires_in` seconds.",
+        "description": (
+            "The `token` from POST /v1/session; expires after `expires_in` seconds, or once revoked "
+            "(DELETE /v1/session, or a login WeChat refuses as high-risk while sending this token). "
+            "When revocation cannot be checked the call answers 503 `unavailable`."
+        ),
     },
     "signedLink": {
         "type": "apiKey",
@@ -181,7 +185,21 @@ def _session_paths() -> Json:
                 },
                 security=PUBLIC,
                 request_body={"required": True, "content": json_content(ref("SessionRequest"))},
-            )
+            ),
+            "delete": _op(
+                "deleteSession",
+                "Log out: revoke this bearer token",
+                "session",
+                {
+                    "204": {
+                        "description": (
+                            "Revoked: later calls with this token answer 401 `unauthorized` (on every "
+                            "gateway instance within seconds); the user's other tokens keep working."
+                        )
+                    },
+                    **errors("unauthorized", "unavailable"),
+                },
+            ),
         }
     }
 
@@ -189,8 +207,14 @@ def _session_paths() -> Json:
 def _voice_paths() -> Json:
     upload_codes = (
         "unauthorized",
-        *JSON_BODY,
+        # Its JSON form is read like any JSON body, up to the upload's own limit.
+        "unsupported_media_type",
+        "invalid_json",
+        "audio_too_large",
         "invalid_request",
+        "voice_limit_reached",
+        "rate_limited",
+        "overloaded",
         "text_too_long",
         "text_rejected",
         "audio_invalid",
@@ -259,7 +283,6 @@ def _synthesis_paths() -> Json:
     submit_codes = (
         "unauthorized",
         *JSON_BODY,
-        "invalid_request",
         "text_empty",
         "text_too_long",
         "text_rejected",
@@ -329,7 +352,7 @@ def _synthesis_paths() -> Json:
                         # As in OpenAPI 3.2's `itemSchema`, the schema describes one event.
                         "content": {"text/event-stream": {"schema": task_event()}},
                     },
-                    **errors("unauthorized", "not_found"),
+                    **errors("unauthorized", "not_found", "too_many_streams", "overloaded"),
                 },
                 parameters=[TASK_ID],
             )

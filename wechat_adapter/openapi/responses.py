@@ -13,8 +13,9 @@ from wechat_adapter.openapi.schemas import Json, error_schema, ref
 
 # Every response of every route may be this: the error middleware turns any unexpected failure into it.
 ALWAYS = ("internal",)
-# What reading any JSON body can fail with (a body over the app's client_max_size is a 413).
-JSON_BODY = ("unsupported_media_type", "invalid_json", "audio_too_large")
+# What reading any JSON body can fail with: over 16 KB it is refused before parsing; a string holding
+# a lone surrogate is `invalid_request`.
+JSON_BODY = ("unsupported_media_type", "invalid_json", "invalid_request", "request_too_large")
 
 
 def json_content(schema: Json) -> Json:

@@ -23,6 +23,7 @@ from wechat_adapter.fields import (
     SPEED_RANGE,
 )
 from wechat_adapter.http.requests import caller_of, gateway_of, json_response, owner_of, read_json_object
+from wechat_adapter.streams import open_stream
 from wechat_adapter.submission import SynthesisRequest, submit
 from wechat_adapter.views.common import load_owned, task_json
 from wechat_adapter.views.media import serve_object
@@ -128,36 +129,49 @@ async def synthesis_audio(request: web.Request) -> web.StreamResponse:
 
 
 async def synthesis_events(request: web.Request) -> web.StreamResponse:
-    """One SSE `status` event per status change, from the shared state; ends after a final status."""
+    """One SSE `status` event per status change, from the shared state; ends after a final status,
+    when the gateway stops, or after the streams' lifetime bound (the client then reconnects)."""
     gateway, task = gateway_of(request), await load_task(request)
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    )
-    await response.prepare(request)
-    last_status: TaskStatus | None = None
-    idle_s = 0.0
-    try:
-        async with gateway.state.tasks.watch(owned_key(task.owner, task.task_id)) as watch:
-            while not gateway.stopping.is_set():
-                try:
-                    current = await watch.next(timeout_s=SSE_POLL_S)
-                except TimeoutError:
-                    idle_s += SSE_POLL_S
-                    if idle_s >= SSE_HEARTBEAT_S:
-                        idle_s = 0.0
-                        await response.write(b": keep-alive\n\n")
-                    continue
-                if current is None:  # deleted
-                    break
-                if current.status != last_status:
-                    last_status = current.status
-                    payload = json.dumps(task_json(gateway, current), ensure_ascii=False)
-                    await response.write(f"event: status\ndata: {payload}\n\n".encode())
-                if current.status.is_final:
-                    break
-    except ConnectionResetError:
-        log.debug("sse client for %s went away", task.task_id)
+    async with open_stream(gateway, caller_of(request)) as stream:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        last_status: TaskStatus | None = None
+        idle_s = 0.0
+        try:
+            async with gateway.state.tasks.watch(owned_key(task.owner, task.task_id)) as watch:
+                while not (gateway.stopping.is_set() or stream.expired or _client_gone(request)):
+                    await stream.keep()
+                    try:
+                        current = await watch.next(timeout_s=SSE_POLL_S)
+                    except TimeoutError:
+                        idle_s += SSE_POLL_S
+                        if idle_s >= SSE_HEARTBEAT_S:
+                            idle_s = 0.0
+                            await response.write(b": keep-alive\n\n")
+                        continue
+                    if current is None:  # deleted
+                        break
+                    if current.status != last_status:
+                        last_status = current.status
+                        payload = json.dumps(task_json(gateway, current), ensure_ascii=False)
+                        await response.write(f"event: status\ndata: {payload}\n\n".encode())
+                    if current.status.is_final:
+                        break
+        except ConnectionResetError:
+            log.debug("sse client for %s went away", task.task_id)
     return response
+
+
+def _client_gone(request: web.Request) -> bool:
+    """Whether the client closed the connection: noticed within a poll, not at the next heartbeat,
+    so its stream slot is free again at once."""
+    return request.transport is None or request.transport.is_closing()
 
 
 async def list_presets(request: web.Request) -> web.Response:

@@ -3,10 +3,23 @@
 wechatpy computes the signatures (`WeChatSigner`) and decrypts (`WeChatCrypto`, which also checks
 the appid inside the ciphertext); we compare signatures in constant time, which wechatpy does not,
 and refuse stale timestamps so a captured push cannot be replayed later.
+
+Which modes are accepted depends on WECHAT_PUSH_AES_KEY:
+- with a key, only what the key proves: `encrypt_type=aes` with a valid `msg_signature`, and only the
+  decrypted `Encrypt` is read. A plaintext push is refused even with a valid plain `signature`, which
+  covers only the token, timestamp and nonce, never the body: anyone who saw one signed query could
+  attach any verdict to it. Compatible mode (plaintext fields beside `Encrypt`, `encrypt_type=aes`)
+  is accepted, but its plaintext fields are ignored: they are exactly that unsigned body.
+- without a key (plain mode), the plain `signature` is all WeChat offers, and is accepted.
+
+Replays within the staleness window are the caller's to refuse: `replay_key` names a push by its
+timestamp, nonce and signature, and views/push.py claims that key once in KV (every instance sees
+the claim). `PushVerifier` itself stays pure: no I/O.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import struct
@@ -78,6 +91,8 @@ class PushVerifier:
         except UnicodeDecodeError:
             raise PushRejected("body is not UTF-8") from None
         if params.get("encrypt_type", "raw") != "aes":
+            if self._crypto is not None:
+                raise PushRejected("plaintext push while an EncodingAESKey is configured (safe mode only)")
             return message
         if self._crypto is None:
             raise PushRejected("encrypted push but no EncodingAESKey configured")
@@ -96,3 +111,11 @@ class PushVerifier:
             # slicing or struct.unpack of it raises; all of them mean "not from WeChat".
             raise PushRejected(f"cannot decrypt: {type(exc).__name__}") from None
         return _parse(plain if isinstance(plain, str) else plain.decode("utf-8"))
+
+
+def replay_key(params: Mapping[str, str]) -> str:
+    """The name of one push for replay detection: sha256 of its timestamp, nonce and signature (the
+    msg_signature in safe mode, which also covers the body). Call after the push was verified."""
+    parts = (params.get("timestamp", ""), params.get("nonce", ""), params.get("msg_signature", ""))
+    plain = params.get("signature", "")
+    return hashlib.sha256("\0".join((*parts, plain)).encode()).hexdigest()
