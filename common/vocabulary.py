@@ -27,3 +27,9 @@ MINIPROGRAM_STATES = ("formal", "trial", "developer")
 
 # The `lang` values subscribeMessage.send accepts (WECHAT_LANG); the first is WeChat's default.
 WECHAT_LANGS = ("zh_CN", "en_US", "zh_HK", "zh_TW")
+
+# The audible AIGC label in every output (AIGC_EXPLICIT_LABEL, a task's `aigc_label`): a spoken
+# sentence, the "短长短短" tone pattern of GB 45438-2025, or none (only where the operator's user
+# agreement assigns labelling to users); the first is the default.
+AIGC_VOICE, AIGC_RHYTHM, AIGC_NONE = "voice", "rhythm", "none"
+AIGC_LABELS = (AIGC_VOICE, AIGC_RHYTHM, AIGC_NONE)

@@ -29,6 +29,7 @@ from nats.aio.msg import Msg
 from common.audio import CONTENT_TYPES, AudioError, Pcm, decode_audio, encode_audio
 from common.logs import log_context
 from common.owners import owned_key
+from common.vocabulary import AIGC_LABELS
 from events import names
 from events.bus import EventBus, consumer_spec
 from events.consumer import DeadLetter
@@ -42,6 +43,7 @@ from storage.keys import features_prefix, output_key
 from storage.objects import ObjectNotFound, ObjectStore, StorageError
 from synth_worker.engines.base import Engine, SynthesisRequest, adapts_to_speaker, forgets_voices
 from synth_worker.engines.errors import EngineInputError, ProfileRejected
+from synth_worker.labels import implicit_metadata, with_explicit_label
 from synth_worker.metrics import WorkerMetrics
 from synth_worker.speaker.embedding import SpeakerEncoder, cosine
 from synth_worker.speaker.profiles import Profile, ProfileCache, ProfileKey, ProfileSource
@@ -54,7 +56,6 @@ log = logging.getLogger(__name__)
 RETRY = RetryPolicy(
     first_delay_s=1.0, max_delay_s=8.0, give_up_after=consumer_spec(names.WORKER_CONSUMER).max_deliver
 )
-AIGC_PROVIDER = "VoiceRelay"
 
 SYNTHESIS_FAILED = ErrorInfo("synthesis_failed", "语音合成失败，请换一段文字再试")
 VOICE_GONE = VOICE_DELETED
@@ -67,9 +68,10 @@ EMBEDDING_ANALYSIS, EMBEDDING_VERSION = "resemblyzer", "1"
 @dataclass(frozen=True, slots=True)
 class Rendered:
     audio: bytes
-    duration_s: float
+    duration_s: float  # of the stored file: the speech and its audible AIGC label
     synthesis_s: float
-    speech: Pcm  # before encoding: what the speaker similarity is measured on
+    speech: Pcm  # the engine's speech, before the label and encoding: what similarity is measured on
+    aigc_label: str = AIGC_LABELS[0]  # the audible label the file carries (common.vocabulary)
     speaker_profile: ProfileSource | None = None  # where the engine's speaker profile came from
     speaker_similarity: float | None = None  # output vs sample, cosine of speaker embeddings
 
@@ -92,19 +94,27 @@ def read_sample(sample: bytes) -> tuple[Pcm, str]:
     return decode_audio(sample), hashlib.sha256(sample).hexdigest()
 
 
-def render(engine: Engine, request: SynthesisRequest, audio_format: str, task_id: str) -> Rendered:
-    """Synthesise and encode (blocking: runs in the engine's executor)."""
+def render(
+    engine: Engine,
+    request: SynthesisRequest,
+    audio_format: str,
+    task_id: str,
+    *,
+    aigc_label: str = AIGC_LABELS[0],
+    aigc_producer: str = "VoiceRelay",
+) -> Rendered:
+    """Synthesise, label and encode (blocking: runs in the engine's executor).
+
+    China's labelling rules (synth_worker/labels.py): the audible label `aigc_label` is added to the
+    speech, and the implicit one (GB 45438-2025 Annex E, the task id as ProduceID) goes into the
+    file's metadata.
+    """
     started = time.perf_counter()
     pcm: Pcm = engine.synthesize(request)
     synthesis_s = time.perf_counter() - started
-    # The implicit AIGC label China's labelling rules ask for, in the file's own metadata.
-    label = {
-        "comment": f"AIGC; provider={AIGC_PROVIDER}; content_id={task_id}",
-        "AIGC": "1",
-        "AIGC_provider": AIGC_PROVIDER,
-        "AIGC_content_id": task_id,
-    }
-    return Rendered(encode_audio(pcm, audio_format, metadata=label), pcm.duration_s, synthesis_s, pcm)
+    labelled = with_explicit_label(pcm, aigc_label)
+    audio = encode_audio(labelled, audio_format, metadata=implicit_metadata(aigc_producer, task_id))
+    return Rendered(audio, labelled.duration_s, synthesis_s, pcm, aigc_label)
 
 
 def retry_delay_s(num_delivered: int) -> float:
@@ -150,9 +160,15 @@ class JobRunner:
         heartbeat_s: float | None = None,
         speaker_encoder: SpeakerEncoder | None = None,
         profiles: ProfileCache | None = None,
+        aigc_label: str = AIGC_LABELS[0],
+        aigc_producer: str = "VoiceRelay",
     ) -> None:
         """`speaker_encoder` None: no speaker similarity in completed events. `profiles` None: a cache
-        of this runner's own (per-voice analyses of adaptive engines and of the encoder)."""
+        of this runner's own (per-voice analyses of adaptive engines and of the encoder).
+        `aigc_label`, `aigc_producer`: AIGC_EXPLICIT_LABEL and AIGC_PRODUCER (synth_worker/labels.py)."""
+        if aigc_label not in AIGC_LABELS:
+            raise ValueError(f"aigc_label must be one of {AIGC_LABELS}, got {aigc_label!r}")
+        self._aigc_label, self._aigc_producer = aigc_label, aigc_producer
         self._bus, self._state, self._store = bus, state, store
         self._engine, self._executor, self._metrics = engine, executor, metrics
         self._adaptive = adapts_to_speaker(engine)
@@ -224,16 +240,18 @@ class JobRunner:
             TaskStatus.SUCCEEDED,
             audio_key=key,
             duration_s=round(rendered.duration_s, 3),
+            aigc_label=rendered.aigc_label,
             error=None,
         )
         if done is not None and done.status == TaskStatus.SUCCEEDED:
             self._metrics.task_transitions.labels(TaskStatus.SUCCEEDED).inc()
             await self._publish_completed(done, rendered)
-        self._metrics.observe(self._engine.name, rendered.synthesis_s, rendered.duration_s, "succeeded")
+        speech_s = rendered.speech.duration_s  # the engine's work, without the label
+        self._metrics.observe(self._engine.name, rendered.synthesis_s, speech_s, "succeeded")
         log.info(
             "task %s succeeded: %.2f s audio in %.2f s, speaker similarity %s, profile %s",
             task_id,
-            rendered.duration_s,
+            speech_s,
             rendered.synthesis_s,
             rendered.speaker_similarity,
             rendered.speaker_profile,
@@ -376,8 +394,10 @@ class JobRunner:
 
     async def _render(self, task: TaskRecord, request: SynthesisRequest, profile: Profile | None) -> Rendered:
         with_profile = dataclasses.replace(request, speaker_profile=None if profile is None else profile.data)
+        labels = {"aigc_label": self._aigc_label, "aigc_producer": self._aigc_producer}
         return await asyncio.get_running_loop().run_in_executor(
-            self._executor, render, self._engine, with_profile, task.format, task.task_id
+            self._executor,
+            lambda: render(self._engine, with_profile, task.format, task.task_id, **labels),
         )
 
     def _profile_key(self, voice: VoiceSample) -> ProfileKey:
@@ -427,7 +447,7 @@ class JobRunner:
         if rendered is not None:
             data |= {
                 "synthesis_s": round(rendered.synthesis_s, 4),
-                "real_time_factor": round(rendered.synthesis_s / max(rendered.duration_s, 1e-6), 4),
+                "real_time_factor": round(rendered.synthesis_s / max(rendered.speech.duration_s, 1e-6), 4),
             }
             if rendered.speaker_similarity is not None:
                 data["speaker_similarity"] = rendered.speaker_similarity

@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from common.config import Settings
+from common.vocabulary import AIGC_NONE
 from events import names
 from events.bus import EventBus
 from events.consumer import dead_letter_consumer, event_consumer
@@ -22,6 +23,7 @@ from synth_worker.engines.base import DelayedEngine, Engine
 from synth_worker.engines.registry import load_engine
 from synth_worker.erasure import VoiceDeletions
 from synth_worker.jobs import JobRunner
+from synth_worker.labels import explicit_label
 from synth_worker.metrics import WorkerMetrics
 from synth_worker.speaker.embedding import SpeakerEncoder, shared_encoder
 
@@ -108,6 +110,14 @@ async def run_worker(
         log.info("engine %s %s loaded", engine.name, engine.version)
         # Loaded with the engine, not in the first task: it takes seconds (torch, a numba warm-up).
         speaker_encoder = await loop.run_in_executor(executor, load_speaker_encoder)
+        # The audible AIGC label, rendered once now rather than in the first task.
+        await loop.run_in_executor(executor, explicit_label, settings.aigc_explicit_label)
+        if settings.aigc_explicit_label == AIGC_NONE:
+            log.warning(
+                "AIGC_EXPLICIT_LABEL=none: outputs carry no audible AIGC label, only the implicit one in "
+                "their metadata. Allowed only where the user agreement assigns labelling to the users: "
+                "the operator answers for it (人工智能生成合成内容标识办法, Art. 9)"
+            )
         bus = await EventBus.connect(settings.nats_urls, name="voicerelay-worker")
         resources.push_async_callback(bus.close)
         store = ObjectStore.from_settings(settings)
@@ -123,6 +133,8 @@ async def run_worker(
             executor=executor,
             metrics=metrics,
             speaker_encoder=speaker_encoder,
+            aigc_label=settings.aigc_explicit_label,
+            aigc_producer=settings.aigc_producer,
         )
         if serve_health:
             await resources.enter_async_context(health_server(settings, metrics, bus))

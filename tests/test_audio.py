@@ -23,7 +23,11 @@ from common.audio import (
 )
 
 DURATION_S = 2.0
-AIGC_LABEL = '{"Label":"1","ContentProducer":"voicerelay","ProduceID":"t_01"}'
+# GB 45438-2025 Annex E, as synth_worker/labels.py writes it (non-ASCII kept, as from ensure_ascii=False).
+AIGC_LABEL = (
+    '{"Label":"1","ContentProducer":"语音中继","ProduceID":"t_01","ReservedCode1":"",'
+    '"ContentPropagator":"","PropagateID":"","ReservedCode2":""}'
+)
 
 
 def speechlike(duration_s: float, rate_hz: int, channels: int = 1) -> np.ndarray:

@@ -11,16 +11,19 @@ from common.audio import decode_audio, rms_dbfs
 from events.replay import task_timeline
 from ops.client import ApiClient, eventually
 from ops.services.ports import free_port
+from synth_worker import labels
 from wechat_adapter.app import create_app
 
 SENTENCE = "欢迎使用语音合成服务，祝你今天开心。"
 
 
 def assert_speech_of(audio: bytes, text: str) -> None:
-    """Decodes, is not silent, and lasts about as long as the text takes to say."""
+    """Decodes, is not silent, and lasts about as long as the text takes to say, followed by the
+    spoken AIGC label (AIGC_EXPLICIT_LABEL's default, on the stack's worker) after its pause."""
     pcm = decode_audio(audio)
     assert rms_dbfs(pcm) > -35
-    seconds_per_char = pcm.duration_s / len(text)
+    label_s = labels.GAP_S + labels.voice_label().duration_s
+    seconds_per_char = (pcm.duration_s - label_s) / len(text)
     assert 0.08 < seconds_per_char < 0.6, pcm.duration_s
 
 

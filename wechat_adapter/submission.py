@@ -284,6 +284,7 @@ async def _reuse_result(
         TaskStatus.SUCCEEDED,
         audio_key=audio_key,
         duration_s=original.duration_s,
+        aigc_label=original.aigc_label,  # the copy carries the original's labels
     )
     data = {"cached_from": original.task_id, "audio_key": audio_key, "format": task.format}
     data |= {"duration_s": task.duration_s, "engine": engine.name, "engine_version": engine.version}
