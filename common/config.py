@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from common.vocabulary import ENGINE_NAMES, MINIPROGRAM_STATES, WECHAT_LANGS
+from common.vocabulary import AIGC_LABELS, ENGINE_NAMES, MINIPROGRAM_STATES, WECHAT_LANGS
 
 # The emulator's test app. Real deployments override all of these (README "WeChat configuration").
 EMULATOR_APPID = "wxvoicerelay0test0"
@@ -21,6 +21,9 @@ EMULATOR_TEMPLATE_ID = "voicerelay-finished-template"
 MIN_SESSION_SECRET_BYTES = 32
 # How the code tells real WeChat from the emulator (or any other stand-in) behind WECHAT_API_BASE.
 REAL_WECHAT_HOST = "api.weixin.qq.com"
+
+# AIGC_PRODUCER is the ContentProducer of GB 45438-2025's implicit label: a name or code, kept short.
+MAX_AIGC_PRODUCER_CHARS = 64
 
 # LOG_FORMAT: text lines for people (the default) or one JSON object per line for a log collector.
 LOG_FORMATS = ("text", "json")
@@ -83,6 +86,10 @@ class Settings:
 
     tts_engine: str = "espeak"
     cosyvoice_model_dir: str | None = None
+    # China's AIGC labelling rules (synth_worker/labels.py): the audible label every output carries,
+    # and the provider named in every output's implicit (metadata) label.
+    aigc_explicit_label: str = AIGC_LABELS[0]
+    aigc_producer: str = "VoiceRelay"
 
     rate_limit_per_minute: int = 3
     uploads_per_hour: int = 20
@@ -159,6 +166,13 @@ class Settings:
         engine = text("TTS_ENGINE", d.tts_engine)
         if engine not in ENGINE_NAMES:
             raise ConfigError("TTS_ENGINE must be espeak or cosyvoice3")
+        aigc_label = text("AIGC_EXPLICIT_LABEL", d.aigc_explicit_label)
+        if aigc_label not in AIGC_LABELS:
+            labels = ", ".join(AIGC_LABELS)
+            raise ConfigError(f"AIGC_EXPLICIT_LABEL must be one of {labels}, got {aigc_label!r}")
+        aigc_producer = text("AIGC_PRODUCER", d.aigc_producer)
+        if len(aigc_producer) > MAX_AIGC_PRODUCER_CHARS:
+            raise ConfigError(f"AIGC_PRODUCER must be at most {MAX_AIGC_PRODUCER_CHARS} characters")
 
         session_secret = env.get("SESSION_SECRET", "").strip()
         session_secret_previous = env.get("SESSION_SECRET_PREVIOUS", "").strip()
@@ -202,6 +216,8 @@ class Settings:
             worker_metrics_port=integer("WORKER_METRICS_PORT", d.worker_metrics_port, minimum=1),
             tts_engine=engine,
             cosyvoice_model_dir=env.get("COSYVOICE_MODEL_DIR", "").strip() or None,
+            aigc_explicit_label=aigc_label,
+            aigc_producer=aigc_producer,
             rate_limit_per_minute=integer("RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute, minimum=1),
             uploads_per_hour=integer("UPLOADS_PER_HOUR", d.uploads_per_hour, minimum=1),
             logins_per_minute=integer("LOGINS_PER_MINUTE", d.logins_per_minute, minimum=1),
@@ -263,6 +279,8 @@ class Settings:
             "WORKER_METRICS_PORT": str(self.worker_metrics_port),
             "TTS_ENGINE": self.tts_engine,
             "COSYVOICE_MODEL_DIR": self.cosyvoice_model_dir or "",
+            "AIGC_EXPLICIT_LABEL": self.aigc_explicit_label,
+            "AIGC_PRODUCER": self.aigc_producer,
             "RATE_LIMIT_PER_MINUTE": str(self.rate_limit_per_minute),
             "UPLOADS_PER_HOUR": str(self.uploads_per_hour),
             "LOGINS_PER_MINUTE": str(self.logins_per_minute),

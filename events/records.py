@@ -62,6 +62,9 @@ class TaskRecord(msgspec.Struct, kw_only=True):
     # How often an operator re-drove it. Part of its event ids, so the events of a new run are not
     # dropped by the stream's duplicate window as repeats of the last run's.
     redrives: int = 0
+    # The audible AIGC label its audio carries (common.vocabulary.AIGC_LABELS), set when the worker
+    # stores the audio (or copied from the task a cached result came from). None: tasks from before.
+    aigc_label: str | None = None
 
 
 class VoiceRecord(msgspec.Struct, kw_only=True):
@@ -76,6 +79,11 @@ class VoiceRecord(msgspec.Struct, kw_only=True):
     audio_sha256: str
     media_trace_id: str | None = None
     review_label: str | None = None
+    # The speaker's consent given at enrolment (《深度合成管理规定》第十四条): "self" (the uploader is
+    # the speaker) or "authorized" (the speaker gave separate consent), and when it was given (ISO
+    # time). Voices stored before consent was asked decode as "unrecorded" with an empty consent_at.
+    consent: str = "unrecorded"
+    consent_at: str = ""
 
 
 class MediaCheckRecord(msgspec.Struct, kw_only=True):

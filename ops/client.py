@@ -58,23 +58,24 @@ class ApiClient:
         prompt_text: str = "你好，这是我的声音。",
         name: str = "我的声音",
         as_base64: bool = False,
+        consent: str | None = "self",
     ) -> Reply:
-        """Multipart exactly as wx.uploadFile sends it, or the JSON base64 variant."""
+        """Multipart exactly as wx.uploadFile sends it, or the JSON base64 variant.
+
+        `consent`: the speaker's consent, "self" or "authorized"; None sends none (refused)."""
         if as_base64:
-            return await self.request(
-                "POST",
-                "/v1/voices",
-                json={
-                    "audio_base64": base64.b64encode(audio).decode(),
-                    "prompt_text": prompt_text,
-                    "name": name,
-                },
-            )
+            encoded = base64.b64encode(audio).decode()
+            body = {"audio_base64": encoded, "prompt_text": prompt_text, "name": name}
+            if consent is not None:
+                body["consent"] = consent
+            return await self.request("POST", "/v1/voices", json=body)
         form = aiohttp.FormData()
         # A file object, not bytes: aiohttp streams it (and warns about large in-memory bytes).
         form.add_field("file", io.BytesIO(audio), filename=filename, content_type="application/octet-stream")
         form.add_field("prompt_text", prompt_text)
         form.add_field("name", name)
+        if consent is not None:
+            form.add_field("consent", consent)
         return await self.request("POST", "/v1/voices", data=form)
 
     async def wait_voice(self, voice_id: str, *, timeout_s: float = 30) -> dict[str, Any]:

@@ -42,7 +42,7 @@ STOP_TIMEOUT_S = 45.0
 
 
 def service_env(settings: Settings, **overrides: str) -> dict[str, str]:
-    """The environment (CONTRACT §2) that makes `python -m <service>` run with `settings`."""
+    """The environment (Settings.to_env) that makes `python -m <service>` run with `settings`."""
     return {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1", **overrides}
 
 

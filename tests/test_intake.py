@@ -347,6 +347,7 @@ async def test_every_accepted_format_round_trips(stack: Stack, kind: str, as_bas
     form = aiohttp.FormData()
     form.add_field("file", io.BytesIO(data), filename="recording.mp3", content_type="audio/mpeg")
     form.add_field("prompt_text", "今天天气很好，我们一起去公园散步吧。")
+    form.add_field("consent", "authorized")
     created = (
         await upload(user, data, as_base64=True)
         if as_base64

@@ -174,9 +174,24 @@ SYNTHESIS_BODIES = [
     ({"text": "你好", "voice_id": UNKNOWN_VOICE, "notify": "yes"}, False),
 ]
 UPLOAD_BODIES = [
-    ({"audio_base64": "AAAA", "prompt_text": "你好"}, True),
-    ({"audio_base64": "data:audio/wav;base64,AAAA", "prompt_text": "你好", "name": "名" * 20}, True),
-    ({"audio_base64": "AAAA", "prompt_text": "你好", "name": "", "unknown_field": 1}, True),
+    ({"audio_base64": "AAAA", "prompt_text": "你好", "consent": "self"}, True),
+    (
+        {
+            "audio_base64": "data:audio/wav;base64,AAAA",
+            "prompt_text": "你好",
+            "name": "名" * 20,
+            "consent": "authorized",
+        },
+        True,
+    ),
+    (
+        {"audio_base64": "AAAA", "prompt_text": "你好", "name": "", "unknown_field": 1, "consent": "self"},
+        True,
+    ),
+    ({"audio_base64": "AAAA", "prompt_text": "你好"}, False),
+    ({"audio_base64": "AAAA", "prompt_text": "你好", "consent": ""}, False),
+    ({"audio_base64": "AAAA", "prompt_text": "你好", "consent": "unrecorded"}, False),
+    ({"audio_base64": "AAAA", "prompt_text": "你好", "consent": True}, False),
     ({"audio_base64": "AAAA"}, False),
     ({"audio_base64": "", "prompt_text": "你好"}, False),
     ({"audio_base64": "AAAA", "prompt_text": "x" * (TEXT_MAX + 1)}, False),
@@ -207,8 +222,10 @@ async def test_multipart_schema_refuses_exactly_what_the_server_refuses(stack: S
     form_schema = component_validator(build_document(stack.url, stack.settings), "VoiceUploadForm")
     user = await stack.user()
     forms = [
-        ({"file": "not audio", "prompt_text": "你好", "name": "我的"}, True),
-        ({"file": "not audio", "prompt_text": "你好"}, True),
+        ({"file": "not audio", "prompt_text": "你好", "name": "我的", "consent": "self"}, True),
+        ({"file": "not audio", "prompt_text": "你好", "consent": "authorized"}, True),
+        ({"file": "not audio", "prompt_text": "你好"}, False),
+        ({"file": "not audio", "prompt_text": "你好", "consent": "yes"}, False),
         ({"file": "not audio"}, False),
         ({"prompt_text": "你好"}, False),
         ({"file": "not audio", "prompt_text": "你好", "extra": "1"}, False),

@@ -71,7 +71,7 @@ async def test_replay_of_unknown_task(stack: Stack) -> None:
 
 
 def stack_env(stack: Stack) -> dict[str, str]:
-    """The operator's view of the test stack, as CONTRACT §2 variables."""
+    """The operator's view of the test stack, as its configuration variables."""
     settings = stack.settings
     return {
         "NATS_URL": settings.nats_urls[0], "S3_ENDPOINT": settings.s3_endpoint,

@@ -176,11 +176,14 @@ async def upload(
     filename: str = "rec.m4a",
     prompt_text: str = "你好，这是我的声音。",
     name: str = "我的声音",
+    consent: str | None = "self",
 ) -> Reply:
     """POST /v1/voices like `ApiClient.upload_voice`, with the body streamed from memory
     (aiohttp warns about raw-bytes bodies over 1 MB, and warnings are errors here)."""
     if as_base64:
         body = {"audio_base64": base64.b64encode(data).decode(), "prompt_text": prompt_text, "name": name}
+        if consent is not None:
+            body["consent"] = consent
         return await user.request(
             "POST",
             "/v1/voices",
@@ -191,6 +194,8 @@ async def upload(
     form.add_field("file", io.BytesIO(data), filename=filename, content_type="application/octet-stream")
     form.add_field("prompt_text", prompt_text)
     form.add_field("name", name)
+    if consent is not None:
+        form.add_field("consent", consent)
     return await user.request("POST", "/v1/voices", data=form)
 
 
@@ -713,12 +718,13 @@ async def test_too_large_upload(stack: Stack, variant: str) -> None:
 
 
 def _form(**fields: bytes | str | None) -> aiohttp.FormData:
-    """A multipart body: a good sample, prompt_text and name, with `fields` replacing or adding parts
-    (None leaves a part out). Bytes go as file parts, as wx.uploadFile sends the recording."""
+    """A multipart body: a good sample, prompt_text, name and consent, with `fields` replacing or adding
+    parts (None leaves a part out). Bytes go as file parts, as wx.uploadFile sends the recording."""
     parts: dict[str, bytes | str | None] = {
         "file": good_sample(),
         "prompt_text": "你好，这是我的声音。",
         "name": "我的声音",
+        "consent": "self",
     } | fields
     form = aiohttp.FormData(default_to_multipart=True)
     for name, value in parts.items():
@@ -746,7 +752,7 @@ BAD_FORMS: dict[str, tuple[dict[str, bytes | str | None], str]] = {
 }
 
 
-@pytest.mark.parametrize("repeated", ["file", "prompt_text", "name"])
+@pytest.mark.parametrize("repeated", ["file", "prompt_text", "name", "consent"])
 async def test_repeated_form_part(stack: Stack, repeated: str) -> None:
     form = _form()
     form.add_field(
@@ -798,6 +804,7 @@ async def test_bad_voice_json(stack: Stack, case: str) -> None:
         "audio_base64": base64.b64encode(good_sample()).decode(),
         "prompt_text": "你好，这是我的声音。",
         "name": "我的声音",
+        "consent": "self",
     } | overrides
     body = {k: v for k, v in body.items() if v is not None}
     user = await stack.user()

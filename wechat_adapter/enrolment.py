@@ -25,7 +25,7 @@ from storage.objects import StorageError
 from wechat_adapter.backpressure import SlotsFull
 from wechat_adapter.context import Caller, Gateway
 from wechat_adapter.errors import ApiError
-from wechat_adapter.fields import DEFAULT_NAME, NAME_MAX_CHARS
+from wechat_adapter.fields import CONSENTS, DEFAULT_NAME, NAME_MAX_CHARS
 from wechat_adapter.intake import Upload, analyse_sample
 from wechat_adapter.moderation import Scene, require_clean_text
 from wechat_adapter.task_recovery import fail_tasks_of_deleted_voice
@@ -44,6 +44,7 @@ async def enrol_voice(gateway: Gateway, caller: Caller, upload: Upload) -> Voice
     settings = gateway.settings
     prompt_text = _clean_field(upload.prompt_text, max_chars=settings.text_max_chars, field="prompt_text")
     name = _clean_field(upload.name or DEFAULT_NAME, max_chars=NAME_MAX_CHARS, field="name")
+    consent = _require_consent(upload.consent)
     # Cheapest refusals first: each upload past here costs a decode, a msgSecCheck and a mediaCheckAsync
     # (a per-appid daily quota: spent by one user, it fails everyone's uploads).
     await _require_room_for_a_voice(gateway, owner)
@@ -59,6 +60,7 @@ async def enrol_voice(gateway: Gateway, caller: Caller, upload: Upload) -> Voice
     await require_clean_text(gateway, owner=owner, text=f"{name}\n{prompt_text}", scene=Scene.PROFILE)
 
     voice_id = new_id("v")
+    consent_at = utc_now_iso()
     voice = VoiceRecord(
         voice_id=voice_id,
         owner=owner,
@@ -66,9 +68,11 @@ async def enrol_voice(gateway: Gateway, caller: Caller, upload: Upload) -> Voice
         status=VoiceStatus.PENDING_REVIEW,
         duration_s=sample.duration_s,
         prompt_text=prompt_text,
-        created_at=utc_now_iso(),
+        created_at=consent_at,
         sample_key=sample_key(owner, voice_id),
         audio_sha256=sample.sha256,
+        consent=consent,
+        consent_at=consent_at,
     )
     key = owned_key(owner, voice_id)
     try:
@@ -92,6 +96,8 @@ async def enrol_voice(gateway: Gateway, caller: Caller, upload: Upload) -> Voice
                     "duration_s": voice.duration_s,
                     "audio_sha256": voice.audio_sha256,
                     "media_trace_id": voice.media_trace_id,
+                    "consent": voice.consent,
+                    "consent_at": voice.consent_at,
                 },
             )
         )
@@ -150,6 +156,15 @@ async def _require_room_for_a_voice(gateway: Gateway, owner: str, *, including_n
         raise ApiError(
             "voice_limit_reached", detail=f"{count} voices, at most {gateway.settings.voices_per_user}"
         )
+
+
+def _require_consent(value: str) -> str:
+    """The speaker's consent (《深度合成管理规定》第十四条): one of `fields.CONSENTS`, required."""
+    if not value:
+        raise ApiError("consent_required", detail="consent is missing")
+    if value not in CONSENTS:
+        raise ApiError("invalid_request", detail=f"consent must be one of {', '.join(CONSENTS)}")
+    return value
 
 
 def _clean_field(value: str, *, max_chars: int, field: str) -> str:

@@ -21,6 +21,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "text_empty": (400, "请输入要合成的文字"),
     "text_too_long": (400, "文字太长了，请删减后再试"),
     "text_rejected": (422, "文字包含不当内容，请修改后再试"),
+    "consent_required": (400, "请先确认已获得声音主人的同意"),
     "audio_invalid": (400, "无法识别该音频，请重新录制"),
     "audio_too_short": (400, "录音太短了，请至少录制 3 秒"),
     "audio_too_long": (400, "录音太长了，请控制在 30 秒以内"),

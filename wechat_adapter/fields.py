@@ -11,6 +11,8 @@ from common.vocabulary import AUDIO_FORMATS as FORMATS
 from common.vocabulary import MODES
 
 __all__ = [
+    "CONSENTS",
+    "CONSENT_UNRECORDED",
     "DEFAULT_NAME",
     "DEMO_CONTENT_TYPES",
     "FORMATS",
@@ -44,6 +46,12 @@ NAME_MAX_CHARS = 20
 DEFAULT_NAME = "我的声音"  # the name of a voice uploaded with none
 MIN_SPEECH_S = 3.0  # seconds of speech in a sample, once silence and pauses are trimmed
 MAX_SPEECH_S = 30.0
+# `consent` (《深度合成管理规定》第十四条: the speaker's separate consent to editing their voice):
+# "self" = the uploader is the speaker; "authorized" = the speaker has given separate consent.
+# Required on every upload; a missing one is `consent_required`, any other value `invalid_request`.
+CONSENTS = ("self", "authorized")
+# What a voice enrolled before consent was asked carries (events.records.VoiceRecord's default).
+CONSENT_UNRECORDED = "unrecorded"
 
 # --- POST /v1/syntheses, GET /v1/syntheses ---------------------------------------------------------------
 

@@ -48,6 +48,7 @@ class Upload:
     audio: bytes
     prompt_text: str
     name: str
+    consent: str = ""  # "" when the upload carried none
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,11 +107,12 @@ function getVoice(voiceId) {
 }
 
 /**
- * Upload a recorded sample as wx.uploadFile sends it: the file under `file`, and what it says as
- * `prompt_text` (the engine aligns the voice with this transcript). Resolves to the new voice.
+ * Upload a recorded sample as wx.uploadFile sends it: the file under `file`, what it says as
+ * `prompt_text` (the engine aligns the voice with this transcript), and the speaker's `consent`
+ * ('self' or 'authorized', see utils/consent.js; required). Resolves to the new voice.
  */
-function uploadVoice({ filePath, promptText, name }) {
-  const formData = { prompt_text: promptText };
+function uploadVoice({ filePath, promptText, name, consent }) {
+  const formData = { prompt_text: promptText, consent };
   if (name) {
     formData.name = name; // absent: the server names it 「我的声音」
   }

@@ -147,8 +147,25 @@ async function flow(page) {
     await page.waitForSelector("#take:not([hidden])");
     report.recording = await page.$eval("#take", (take) => ({ ...take.dataset }));
   });
+  await step("consent", async () => {
+    const prompt = await page.textContent("#prompt-text");
+    if (!prompt.startsWith("我是本人，同意用我的声音生成语音"))
+      throw new Error(`the suggested sentence is not a consent statement: ${JSON.stringify(prompt)}`);
+    const upload = page.getByRole("button", { name: "上传声音" });
+    if (!(await upload.isDisabled())) throw new Error("upload is possible before consent is confirmed");
+    await page.getByRole("radio", { name: /^本人/ }).check();
+    if (await upload.isDisabled()) throw new Error("upload is still blocked after consent was given");
+  });
   await step("upload-and-review", async () => {
+    const uploaded = page.waitForResponse(
+      (response) =>
+        response.request().method() === "POST" && new URL(response.url()).pathname === "/v1/voices",
+    );
     await page.getByRole("button", { name: "上传声音" }).click();
+    const voice = await (await uploaded).json();
+    if (voice.consent !== "self") throw new Error(`the voice's consent: ${JSON.stringify(voice)}`);
+    if (!(await page.getByRole("button", { name: "上传声音" }).isDisabled()))
+      throw new Error("the next upload is not blocked until consent is asked again");
     await settle(page, '#voice-status[data-status="ready"]', "#voice-message.error", "upload");
   });
   await step("synthesize", async () => {

@@ -52,6 +52,7 @@ class FakeApi {
       duration_s: 6.2,
       prompt_text: '今天天气很好，我们一起去公园散步。',
       created_at: isoAt(this.clock.now),
+      consent: 'self',
       audio_url: `${this.baseUrl}/v1/voices/${voiceId}/audio?sig=sig-${voiceId}`,
       ...fields,
     };
@@ -149,6 +150,7 @@ class FakeApi {
   }
 
   createVoice(call) {
+    if (!call.formData.consent) return this.error('consent_required'); // as the gateway refuses it
     // The fake recorder names files after their length, as a stand-in for decoding them.
     const ms = Number((call.filePath.match(/_(\d+)ms\./) || [])[1] || 6000);
     const voice = this.addVoice({
@@ -156,6 +158,7 @@ class FakeApi {
       status: 'pending_review',
       duration_s: ms / 1000,
       prompt_text: call.formData.prompt_text,
+      consent: call.formData.consent,
     });
     return this.json(201, voice);
   }

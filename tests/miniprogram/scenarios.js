@@ -33,6 +33,10 @@ async function typeText(world, page, text) {
   await world.runtime.trigger(page, 'onTextInput', { type: 'input', detail: { value: text } });
 }
 
+async function pickConsent(world, page, value) {
+  await world.runtime.trigger(page, 'onConsentChange', { type: 'change', detail: { value } });
+}
+
 async function pickPreset(world, page, kind, presetId) {
   const group = page.data.presetGroups.find((g) => g.kind === kind);
   await world.runtime.trigger(page, 'onPresetChange', {
@@ -97,6 +101,15 @@ scenarios['record, listen, upload with the shown sentence, then follow the revie
   const page = await world.runtime.openPage(RECORD);
   const sentence = page.data.sentence;
   assert.ok(sentence.length >= 10, 'a sentence to read is shown');
+  assert.ok(sentence.startsWith('我是本人，同意用我的声音生成语音'), 'the first sentence states consent');
+  assert.match(page.data.consentPrompt, /单独同意/);
+  assert.deepEqual(
+    page.data.consentOptions.map((o) => [o.value, o.label]),
+    [
+      ['self', '本人'],
+      ['authorized', '已获授权'],
+    ]
+  );
 
   await world.runtime.trigger(page, 'startRecording');
   const [options] = world.ui.recorderStarts;
@@ -117,13 +130,16 @@ scenarios['record, listen, upload with the shown sentence, then follow the revie
   assert.deepEqual(world.ui.audioPlays, [page.data.recording.filePath]);
 
   await world.runtime.trigger(page, 'onNameInput', { type: 'input', detail: { value: ' 妈妈的声音 ' } });
+  await pickConsent(world, page, 'authorized');
   const filePath = page.data.recording.filePath;
   await world.runtime.trigger(page, 'upload');
   const [upload] = world.calls.filter((c) => c.kind === 'uploadFile');
   assert.equal(upload.name, 'file');
   assert.equal(upload.filePath, filePath);
-  assert.deepEqual(upload.formData, { prompt_text: sentence, name: '妈妈的声音' });
+  assert.deepEqual(upload.formData, { prompt_text: sentence, name: '妈妈的声音', consent: 'authorized' });
   assert.equal(page.data.phase, 'idle');
+  assert.equal(page.data.consent, '', 'the next voice asks for consent again');
+  assert.equal(page.data.voices[0].consent, 'authorized');
   assert.notEqual(page.data.sentence, sentence, 'a new sentence for the next recording');
   const voiceId = upload.reply.body.voice_id;
   assert.equal(page.data.voices[0].voice_id, voiceId);
@@ -194,11 +210,30 @@ scenarios['an upload refusal shows the API message and keeps the recording'] = a
   await world.runtime.trigger(page, 'startRecording');
   await world.clock.advance(5000);
   await world.runtime.trigger(page, 'stopRecording');
+  await pickConsent(world, page, 'self');
   world.api.failNext('POST', '^/v1/voices$', world.api.error('audio_silent'));
   await world.runtime.trigger(page, 'upload');
   assert.equal(page.data.errorMessage, message(world, 'audio_silent'));
   assert.ok(world.ui.toasts.includes(message(world, 'audio_silent')));
   assert.equal(page.data.phase, 'recorded');
+};
+
+scenarios['no upload until the consent of the voice owner is confirmed'] = async (world) => {
+  const page = await world.runtime.openPage(RECORD);
+  await world.runtime.trigger(page, 'startRecording');
+  await world.clock.advance(5000);
+  await world.runtime.trigger(page, 'stopRecording');
+  assert.equal(page.data.consent, '');
+  await world.runtime.trigger(page, 'upload');
+  assert.equal(world.calls.filter((c) => c.kind === 'uploadFile').length, 0, 'blocked: nothing sent');
+  assert.equal(page.data.errorMessage, message(world, 'consent_required'));
+  assert.equal(page.data.phase, 'recorded', 'the recording is kept');
+
+  await pickConsent(world, page, 'self');
+  await world.runtime.trigger(page, 'upload');
+  const [upload] = world.calls.filter((c) => c.kind === 'uploadFile');
+  assert.equal(upload.formData.consent, 'self');
+  assert.equal(upload.reply.status, 201);
 };
 
 scenarios['deleting a voice asks first, then deletes it'] = async (world) => {

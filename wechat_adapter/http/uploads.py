@@ -59,7 +59,7 @@ async def _read_multipart(request: web.Request, max_bytes: int) -> Upload:
                 raise ApiError("invalid_request", detail=f"form field {part.name!r} is repeated")
             if part.name == "file":
                 audio = await _read_part(part, max_bytes, "audio_too_large")
-            elif part.name in {"prompt_text", "name"}:
+            elif part.name in {"prompt_text", "name", "consent"}:
                 raw = await _read_part(part, _FIELD_MAX_BYTES, "text_too_long")
                 fields[part.name] = raw.decode("utf-8")
             else:
@@ -68,7 +68,7 @@ async def _read_multipart(request: web.Request, max_bytes: int) -> Upload:
         raise ApiError("invalid_request", detail=f"malformed multipart body: {exc}") from None
     if audio is None:
         raise ApiError("invalid_request", detail="form field 'file' is missing")
-    return Upload(audio, fields.get("prompt_text", ""), fields.get("name", ""))
+    return Upload(audio, fields.get("prompt_text", ""), fields.get("name", ""), fields.get("consent", ""))
 
 
 async def _read_json(request: web.Request, max_bytes: int) -> Upload:
@@ -90,4 +90,9 @@ async def _read_json(request: web.Request, max_bytes: int) -> Upload:
     prompt_text, name = body.get("prompt_text", ""), body.get("name", "")
     if not isinstance(prompt_text, str) or not isinstance(name, str):
         raise ApiError("invalid_request", detail="prompt_text and name must be strings")
-    return Upload(audio, prompt_text, name)
+    consent = body.get("consent")
+    if consent is None:  # absent or null: refused as `consent_required` by the enrolment
+        consent = ""
+    if not isinstance(consent, str):
+        raise ApiError("invalid_request", detail="consent must be a string")
+    return Upload(audio, prompt_text, name, consent)

@@ -212,6 +212,7 @@ def _voice_paths() -> Json:
         "invalid_json",
         "audio_too_large",
         "invalid_request",
+        "consent_required",
         "voice_limit_reached",
         "rate_limited",
         "overloaded",

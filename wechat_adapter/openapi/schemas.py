@@ -12,9 +12,12 @@ from typing import Any
 from common.config import Settings
 from common.ids import id_pattern
 from common.presets import PRESETS, PresetKind
+from common.vocabulary import AIGC_LABELS
 from events.records import TaskStatus, VoiceStatus
 from wechat_adapter.errors import ERRORS
 from wechat_adapter.fields import (
+    CONSENT_UNRECORDED,
+    CONSENTS,
     DEFAULT_NAME,
     FORMATS,
     LIST_LIMIT_MAX,
@@ -81,6 +84,14 @@ def schemas(settings: Settings) -> Json:
             duration_s={"type": "number", "minimum": MIN_SPEECH_S, "maximum": MAX_SPEECH_S},
             prompt_text={"type": "string", "minLength": 1, "maxLength": settings.text_max_chars},
             created_at={"type": "string", "format": "date-time"},
+            consent={
+                "type": "string",
+                "enum": [*CONSENTS, CONSENT_UNRECORDED],
+                "description": (
+                    "The speaker's consent given at upload: `self` or `authorized`; "
+                    f"`{CONSENT_UNRECORDED}` for a voice uploaded before consent was asked."
+                ),
+            },
             audio_url={
                 "type": "string",
                 "format": "uri",
@@ -176,6 +187,14 @@ def _voice_upload_fields(settings: Settings) -> Json:
             "pattern": r"^$|\S",
             "description": f"Shown in lists; empty or absent: “{DEFAULT_NAME}”.",
         },
+        "consent": {
+            "type": "string",
+            "enum": list(CONSENTS),
+            "description": (
+                "The speaker's consent (《深度合成管理规定》第十四条): `self`, the uploader is the speaker; "
+                "`authorized`, the speaker has given separate consent. Absent: `consent_required`."
+            ),
+        },
     }
 
 
@@ -183,7 +202,7 @@ def _voice_upload_form(settings: Settings) -> Json:
     return {
         "type": "object",
         "description": "As wx.uploadFile sends it: `name: 'file'` plus `formData`. Other fields are refused.",
-        "required": ["file", "prompt_text"],
+        "required": ["file", "prompt_text", "consent"],
         "properties": {
             "file": {
                 "type": "string",
@@ -204,7 +223,7 @@ def _voice_upload_json(settings: Settings) -> Json:
     return {
         "type": "object",
         "description": "For clients without wx.uploadFile (the H5 page). Unknown fields are ignored.",
-        "required": ["audio_base64", "prompt_text"],
+        "required": ["audio_base64", "prompt_text", "consent"],
         "properties": {
             "audio_base64": {
                 "type": "string",
@@ -276,6 +295,15 @@ def _task_schema(settings: Settings) -> Json:
             "description": "Only when `succeeded`: a signed absolute URL for InnerAudioContext.",
         },
         duration_s={"type": "number", "minimum": 0, "description": "Only when `succeeded`."},
+        aigc_label={
+            "type": "string",
+            "enum": list(AIGC_LABELS),
+            "description": (
+                "The audible AIGC label the audio carries (GB 45438-2025): a spoken sentence, the "
+                "短长短短 tone pattern, or none. Absent for tasks from before labels were recorded. "
+                "Every file also carries the implicit label, metadata field `AIGC` (Annex E)."
+            ),
+        },
         error={
             **closed_object(
                 code={"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},

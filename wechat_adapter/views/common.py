@@ -42,6 +42,8 @@ def task_json(gateway: Gateway, task: TaskRecord) -> dict[str, Any]:
         sig = gateway.links.sign("task-audio", task.owner, task.task_id)
         body["audio_url"] = gateway.public_url(f"/v1/syntheses/{task.task_id}/audio?sig={sig}")
         body["duration_s"] = task.duration_s
+    if task.aigc_label is not None:
+        body["aigc_label"] = task.aigc_label
     if task.error is not None:
         body["error"] = {"code": task.error.code, "message": task.error.message}
     return body
@@ -56,6 +58,7 @@ def voice_json(gateway: Gateway, voice: VoiceRecord) -> dict[str, Any]:
         "duration_s": voice.duration_s,
         "prompt_text": voice.prompt_text,
         "created_at": voice.created_at,
+        "consent": voice.consent,
         # Not in the contract's minimum: lets an audio player fetch the sample for A/B listening.
         "audio_url": gateway.public_url(f"/v1/voices/{voice.voice_id}/audio?sig={sig}"),
     }

@@ -1,6 +1,8 @@
 /**
- * Recording a voice: show a sentence, record it being read (5–10 s), listen back, upload. The
- * sentence is sent as `prompt_text`. WeChat then reviews the audio; the list below shows each voice
+ * Recording a voice: ask whose voice it is and confirm their consent (utils/consent.js), show a
+ * sentence (first one that states the speaker's consent), record it being read (5–10 s), listen
+ * back, upload. The sentence is sent as `prompt_text`, the choice as `consent`; upload is blocked
+ * until a choice is made, and each upload asks again. WeChat then reviews the audio; the list below shows each voice
  * and follows the ones still under review (reviews.js) until they are usable or refused.
  */
 const api = require('../../utils/api');
@@ -8,7 +10,8 @@ const config = require('../../config');
 const { Player } = require('../../utils/player');
 const { messageOf } = require('../../utils/errors');
 const { voiceStatusText, shortTime } = require('../../utils/format');
-const { nextSentence } = require('../../utils/sentences');
+const { nextSentence, FIRST_SENTENCE } = require('../../utils/sentences');
+const { CONSENT_PROMPT, CONSENT_OPTIONS, CONSENT_MISSING } = require('../../utils/consent');
 const { createRecorder } = require('./recorder');
 const { Reviews } = require('./reviews');
 
@@ -29,6 +32,9 @@ Page({
     maxDurationS: config.recording.maxDurationMs / 1000,
     recording: null, // {filePath, durationText}
     name: '',
+    consent: '', // '' until the user picks one of CONSENT_OPTIONS
+    consentPrompt: CONSENT_PROMPT,
+    consentOptions: CONSENT_OPTIONS,
     nameMaxChars: config.voiceNameMaxChars,
     voices: [],
     playing: '', // '' | 'preview' | a voice_id
@@ -52,7 +58,7 @@ Page({
       onDenied: () => this.askForMicrophone(),
       onFailed: () => this.recordingRefused('录音失败，请稍后重试'),
     });
-    this.setData({ sentence: nextSentence('') });
+    this.setData({ sentence: FIRST_SENTENCE });
   },
 
   onShow() {
@@ -147,8 +153,17 @@ Page({
     this.setData({ name: e.detail.value });
   },
 
+  onConsentChange(e) {
+    const { value } = e.detail;
+    this.setData({ consent: CONSENT_OPTIONS.some((o) => o.value === value) ? value : '' });
+  },
+
   async upload() {
-    const { recording, sentence, name } = this.data;
+    const { recording, sentence, name, consent } = this.data;
+    if (!consent) {
+      this.showError(CONSENT_MISSING);
+      return;
+    }
     this.player.stop();
     this.setData({ phase: 'uploading', errorMessage: '' });
     try {
@@ -156,11 +171,13 @@ Page({
         filePath: recording.filePath,
         promptText: sentence, // what was read aloud: the transcript the engine aligns with
         name: name.trim(),
+        consent,
       });
       this.setData({
         phase: 'idle',
         recording: null,
         name: '',
+        consent: '', // the next voice may be someone else's: ask again
         sentence: nextSentence(sentence),
         voices: [forList(voice), ...this.data.voices],
       });

@@ -53,12 +53,13 @@ export class Api {
     return this.#json("POST", "/v1/session", { json: { code } });
   }
 
-  /** Multipart, as wx.uploadFile sends it. */
-  uploadVoice(blob, filename, promptText, name) {
+  /** Multipart, as wx.uploadFile sends it; `consent`: "self" or "authorized" (required). */
+  uploadVoice(blob, filename, promptText, name, consent) {
     const form = new FormData();
     form.append("file", blob, filename);
     form.append("prompt_text", promptText);
     form.append("name", name);
+    form.append("consent", consent);
     return this.#json("POST", "/v1/voices", { body: form });
   }
 

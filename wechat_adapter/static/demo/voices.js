@@ -2,8 +2,10 @@
 import { $, VOICE_STATUS, option, say } from "./dom.js";
 import { fileNameFor, startRecording, whyNoRecording } from "./recorder.js";
 
-// Read aloud in 5–10 s; the sentence becomes the voice's prompt_text (its transcript).
+// Read aloud in 5–10 s; the sentence becomes the voice's prompt_text (its transcript). The first is
+// itself the speaker's consent statement (《深度合成管理规定》第十四条), as in the mini program.
 const SENTENCES = [
+  "我是本人，同意用我的声音生成语音。今天天气很好，我们一起去公园散步吧。",
   "今天天气很好，我们一起去公园散步吧。我喜欢听音乐，也喜欢看书。",
   "春天来了，小河边的柳树发芽了，远处传来孩子们的笑声。",
   "请把窗户打开一点，让新鲜的空气进来，我们再接着聊。",
@@ -33,6 +35,7 @@ export class VoicePanel {
     $("record").addEventListener("click", () => this.#toggleRecording());
     $("sample-file").addEventListener("change", (event) => this.#pickFile(event.target.files[0]));
     $("upload").addEventListener("click", () => this.#upload());
+    $("consent").addEventListener("change", () => this.#consentChanged());
     $("voice-select").addEventListener("change", () => this.#selectionChanged());
   }
 
@@ -51,6 +54,16 @@ export class VoicePanel {
     this.watching++;
     this.voices.clear();
     this.#render("");
+  }
+
+  /** "self" or "authorized" once the user has confirmed the speaker's consent; "" before. */
+  get #consent() {
+    return document.querySelector('input[name="consent"]:checked')?.value ?? "";
+  }
+
+  #consentChanged() {
+    $("upload").disabled = !this.#consent;
+    $("consent-hint").hidden = Boolean(this.#consent);
   }
 
   #showSentence() {
@@ -116,6 +129,11 @@ export class VoicePanel {
 
   async #upload() {
     if (!this.take) return;
+    const consent = this.#consent;
+    if (!consent) {
+      say(this.message, "请先确认已获得声音主人的同意", { error: true });
+      return;
+    }
     const button = $("upload");
     button.disabled = true;
     say(this.message, "上传中…");
@@ -126,14 +144,17 @@ export class VoicePanel {
         this.take.fileName,
         promptText,
         $("voice-name").value,
+        consent,
       );
+      // The next voice may be someone else's: ask again.
+      document.querySelectorAll('input[name="consent"]').forEach((input) => (input.checked = false));
       this.voices.set(voice.voice_id, voice);
       this.#render(voice.voice_id);
       say(this.message, `上传成功（${voice.duration_s} 秒）。`);
     } catch (error) {
       this.report(this.message, error);
     } finally {
-      button.disabled = false;
+      this.#consentChanged();
     }
   }
 
