@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+import nats.errors
+
 log = logging.getLogger(__name__)
 
 Work = Callable[[asyncio.Event], Awaitable[None]]
@@ -48,6 +50,23 @@ async def stop_gracefully(task: asyncio.Task[None], stopping: asyncio.Event, *, 
             await task
     except Exception:  # it failed while stopping: its exception stays on the task for the owner
         pass
+
+
+def periodically(round_: Callable[[], Awaitable[object]], *, interval_s: float, what: str) -> Work:
+    """Work that runs `round_` every `interval_s` until stopped (a sweeper). A round that fails on
+    NATS trouble is logged and tried again next time; any other error ends the work (and so the
+    supervisor reports it)."""
+
+    async def run(stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                await round_()
+            except nats.errors.Error as exc:
+                log.warning("%s failed; next try in %.1f s: %r", what, interval_s, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), interval_s)
+
+    return run
 
 
 async def shutdown_executor(executor: Executor) -> None:

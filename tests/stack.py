@@ -24,6 +24,8 @@ from ops.services.nats import NatsServer
 from ops.services.ports import free_port
 from ops.services.s3 import SeaweedS3
 from storage.objects import ObjectStore
+from synth_worker.engines.base import Engine
+from synth_worker.jobs import JobRunner
 from synth_worker.worker import run_worker
 from wechat_adapter.app import create_app
 from wechat_adapter.context import Gateway
@@ -100,6 +102,40 @@ async def another_gateway(stack: Stack, **changes: Any) -> AsyncIterator[tuple[s
     port = free_port()
     async with serving(app, port):
         yield f"http://127.0.0.1:{port}", app[GATEWAY]
+
+
+@contextlib.asynccontextmanager
+async def another_worker(
+    stack: Stack, *, engine: Engine | None = None, **changes: Any
+) -> AsyncIterator[JobRunner]:
+    """One more worker, as `python -m synth_worker` runs it, over the stack's services (these settings
+    changed, this engine if given); yields its job runner.
+
+    Tests hand jobs to the runner directly, so which worker the work consumer would pick never
+    matters; what it hears on its own followers (voice deletions) comes as in production.
+    """
+    settings = dataclasses.replace(stack.settings, **changes)
+    stop, ready, runners = asyncio.Event(), asyncio.Event(), []
+    worker = asyncio.create_task(
+        run_worker(
+            settings,
+            stop,
+            engine=engine,
+            serve_health=False,
+            ready=ready,
+            started=runners.append,
+            grace_s=5.0,
+        )
+    )
+    waiting = asyncio.create_task(ready.wait())
+    try:
+        await asyncio.wait({worker, waiting}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        assert ready.is_set(), "the worker did not start"
+        yield runners[0]
+    finally:
+        waiting.cancel()
+        stop.set()
+        await worker
 
 
 def test_settings(nats_url: str, s3: SeaweedS3, *, gateway_port: int, emulator_url: str) -> Settings:

@@ -8,21 +8,17 @@ by the label, and a cached repeat carries the original's labels.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import dataclasses
 import io
 import json
 import logging
 import struct
 import uuid
-from collections.abc import AsyncIterator
 
 import mutagen
 import mutagen.mp4
 import numpy as np
 import pytest
-from stack import Stack
+from stack import Stack, another_worker
 from test_worker_jobs import StandInMessage
 
 from common.audio import CONTENT_TYPES, Pcm, decode_audio, read_metadata, rms_dbfs
@@ -36,7 +32,6 @@ from ops.samples import speech
 from synth_worker import labels
 from synth_worker.engines.base import SynthesisRequest
 from synth_worker.jobs import JobRunner, render
-from synth_worker.worker import run_worker
 
 ANNEX_E_KEYS = ["Label", "ContentProducer", "ProduceID", "ReservedCode1", "ContentPropagator",
                 "PropagateID", "ReservedCode2"]  # fmt: skip
@@ -296,26 +291,6 @@ async def test_every_output_format_carries_both_labels(stack: Stack) -> None:
     assert_annex_e(aigc_by_mutagen(copy.body, "wav"), producer="VoiceRelay", produce_id=original["task_id"])
 
 
-@contextlib.asynccontextmanager
-async def labelling_worker(stack: Stack, **changes: object) -> AsyncIterator[JobRunner]:
-    """A worker of its own with these settings; tests hand it jobs directly, so the session worker
-    never takes them (nothing is published to the work subject)."""
-    settings = dataclasses.replace(stack.settings, **changes)
-    stop, ready, runners = asyncio.Event(), asyncio.Event(), []
-    worker = asyncio.create_task(
-        run_worker(settings, stop, serve_health=False, ready=ready, started=runners.append, grace_s=5.0)
-    )
-    waiting = asyncio.create_task(ready.wait())
-    try:
-        await asyncio.wait({worker, waiting}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-        assert ready.is_set(), "the worker did not start"
-        yield runners[0]
-    finally:
-        waiting.cancel()
-        stop.set()
-        await worker
-
-
 async def run_job(stack: Stack, runner: JobRunner, owner: str, voice_id: str, text: str) -> TaskRecord:
     state = SharedState(stack.bus)
     voice = await state.voices.get(owner, voice_id)
@@ -346,7 +321,7 @@ async def test_a_worker_without_the_audible_label_is_shorter_by_it(
     labelled_audio = (await client.request("GET", labelled["audio_url"])).body
 
     with caplog.at_level(logging.WARNING, logger="synth_worker.worker"):
-        async with labelling_worker(stack, aigc_explicit_label="none", aigc_producer="另一家") as runner:
+        async with another_worker(stack, aigc_explicit_label="none", aigc_producer="另一家") as runner:
             plain = await run_job(stack, runner, owner, voice_id, text)
     assert any("AIGC_EXPLICIT_LABEL=none" in r.getMessage() for r in caplog.records)  # Art. 9: said aloud
     assert plain.aigc_label == "none"

@@ -5,14 +5,12 @@ deleted while it ran erases them again, so nothing made from the voice outlives 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import uuid
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from stack import Stack
+from stack import Stack, another_worker
 from test_cosyvoice3 import FakeCosyVoice3, request, voice
 from test_speaker_profiles import fresh_text, profile_keys
 from test_worker_jobs import StandInMessage
@@ -31,7 +29,6 @@ from synth_worker.engines.espeak import EspeakEngine
 from synth_worker.jobs import JobRunner
 from synth_worker.metrics import WorkerMetrics
 from synth_worker.speaker.embedding import shared_encoder
-from synth_worker.worker import run_worker
 
 # --- stand-ins ----------------------------------------------------------------------------------------
 
@@ -71,31 +68,6 @@ class HeldAnalysis(EspeakEngine):
 
 
 # --- helpers ------------------------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def another_worker(stack: Stack, engine: ForgetfulEspeak) -> AsyncIterator[JobRunner]:
-    """One more worker, as `python -m synth_worker` runs it, over the stack's services; its job runner.
-
-    Tests hand jobs to the runner directly, so which worker the work consumer would pick never
-    matters; the deletions it hears come through its own follower, as in production.
-    """
-    stop, ready, runners = asyncio.Event(), asyncio.Event(), []
-    worker = asyncio.create_task(
-        run_worker(
-            stack.settings, stop, engine=engine, serve_health=False, ready=ready, started=runners.append,
-            grace_s=5.0,
-        )
-    )  # fmt: skip
-    waiting = asyncio.create_task(ready.wait())
-    try:
-        await asyncio.wait({worker, waiting}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-        assert ready.is_set(), "the worker did not start"
-        yield runners[0]
-    finally:
-        waiting.cancel()
-        stop.set()
-        await worker
 
 
 async def used_voice(stack: Stack) -> tuple[ApiClient, str, str]:
@@ -138,7 +110,7 @@ async def delete(client: ApiClient, voice_id: str) -> None:
 
 async def test_a_worker_forgets_a_deleted_voice(stack: Stack) -> None:
     engine = ForgetfulEspeak()
-    async with another_worker(stack, engine) as runner:
+    async with another_worker(stack, engine=engine) as runner:
         client, owner, voice_id = await used_voice(stack)
         keys = await profile_keys(stack, owner, voice_id)  # read from the sample while it exists
         assert (await run_job(stack, runner, owner, voice_id)).status == TaskStatus.SUCCEEDED

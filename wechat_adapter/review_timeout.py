@@ -24,14 +24,12 @@ due but not settled.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from datetime import datetime
 
-import nats.errors
-
 from events.records import MediaCheckRecord, VoiceStatus
+from events.supervision import periodically
 from wechat_adapter import review
 from wechat_adapter.context import Gateway
 
@@ -120,13 +118,7 @@ class ReviewTimeoutSweeper:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Sweep every `interval_s` until `stopping` is set (supervised work)."""
-        while not stopping.is_set():
-            try:
-                await self.sweep()
-            except nats.errors.Error as exc:
-                log.warning("review timeout sweep failed; next try in %.1f s: %r", self.interval_s, exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), self.interval_s)
+        await periodically(self.sweep, interval_s=self.interval_s, what="review timeout sweep")(stopping)
 
     @classmethod
     def for_gateway(cls, gateway: Gateway, *, interval_s: float | None = None) -> ReviewTimeoutSweeper:

@@ -20,15 +20,13 @@ older ones are skipped without a read), and a sweeper remembers the tasks it has
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from datetime import datetime
 
-import nats.errors
-
 from common.ids import id_time_s
 from events.records import VOICE_DELETED, TaskRecord, TaskStatus, VoiceStatus
+from events.supervision import periodically
 from events.task_events import failed_event, requested_event
 from wechat_adapter import review
 from wechat_adapter.context import Gateway
@@ -73,13 +71,7 @@ class StaleTaskSweeper:
         self._finished: dict[str, float] = {}  # key -> creation time, of tasks seen final
 
     async def run(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            try:
-                await self.sweep()
-            except nats.errors.Error as exc:
-                log.warning("stale task sweep failed; next try in %.0f s: %r", self.interval_s, exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), self.interval_s)
+        await periodically(self.sweep, interval_s=self.interval_s, what="stale task sweep")(stopping)
 
     async def sweep(self, *, now_s: float | None = None) -> int:
         """One round; returns how many tasks it moved on (failed, released or re-queued)."""
