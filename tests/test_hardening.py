@@ -370,11 +370,13 @@ def failing_voice_updates(gateway: Gateway, *, for_s: float):
     outage of the KV bucket's stream; yields [attempts that failed]."""
     original = gateway.state.voices.update
     attempts = [0]
-    started: list[float] = []
+    failing_until: float | None = None
 
     async def update(key, mutate):
-        started.append(started[0] if started else time.monotonic())
-        if time.monotonic() - started[0] < for_s:
+        nonlocal failing_until
+        if failing_until is None:
+            failing_until = time.monotonic() + for_s
+        if time.monotonic() < failing_until:
             attempts[0] += 1
             raise nats.errors.TimeoutError
         return await original(key, mutate)

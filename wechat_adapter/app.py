@@ -55,8 +55,9 @@ REVIEW_TIMEOUT_SWEEPER = "review-timeout-sweeper"
 STALE_TASK_SWEEPER = "stale-task-sweeper"
 # Threads that decode uploads, and how many uploads may be in decoding at once, waiting for a thread
 # included: a decode takes 50-100 ms, so a queue of this size absorbs a burst (a class of students
-# enrolling at once) within a few seconds, while a flood is refused (503) instead of holding ever
-# more 5 MB bodies in memory (32 of them are 160 MB at worst).
+# enrolling at once) within a few seconds, while a flood is refused (503) at once instead of queueing
+# ever more decodes (and their decoded PCM) behind the two threads. The bodies themselves are already
+# read by then: what bounds those is the body limit and the per-user upload limit.
 AUDIO_THREADS = 2
 DECODE_SLOTS = 32
 
