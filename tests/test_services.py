@@ -194,7 +194,10 @@ async def test_supervision_restarts_its_children_and_returns_the_first_other_exi
         f"(attempt {n}, restart {n} of this run; log {crashy.log_path})"
         for n, delay in ((1, 0.05), (2, 0.1), (3, 0.2))
     ]
-    # Every life in the one log, appended: its start marker and (but perhaps the last) its output.
+    # Every life in the one log, appended: its start marker and (but perhaps the last) its output. A
+    # restart is counted when it is scheduled, so the last one may have been cut short by `fatal`'s
+    # exit during its backoff wait, before it started.
     log_lines = crashy.log_path.read_text().splitlines()
-    assert sum(line.startswith("=== ") for line in log_lines) == restarts["crashy"] + 1
-    assert log_lines.count("alive") >= restarts["crashy"]
+    lives = sum(line.startswith("=== ") for line in log_lines)
+    assert lives in (restarts["crashy"], restarts["crashy"] + 1), (lives, restarts)
+    assert log_lines.count("alive") >= lives - 1
