@@ -245,6 +245,8 @@ EVERYTHING = TemplateMapping.from_pairs(
         ("character_string10", "status"),
         ("character_string11", "duration"),
         ("thing12", "updated_at"),
+        ("thing13", "aigc"),
+        ("phrase14", "aigc"),
     ]
 )
 
@@ -284,10 +286,12 @@ def test_data_for_a_task_that_succeeded() -> None:
         "number6": "4.5",
         "thing7": "4.5秒",
         "date8": "2024-05-02",
-        "thing9": "合成完成",
+        "thing9": "AI合成完成",
         "character_string10": "succeeded",
         "character_string11": "4.5s",
         "thing12": "2024-05-02 00:30",
+        "thing13": "本音频由AI生成",
+        "phrase14": "智能合成",
     }
 
 

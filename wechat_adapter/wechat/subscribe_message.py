@@ -170,12 +170,15 @@ _STATUS_PHRASES = {
     TaskStatus.FAILED: "失败",
     TaskStatus.REJECTED: "未通过",
 }
+# China's AIGC labelling rules: where a keyword can say so, the card says the audio is AI-made. A
+# `phrase` holds Chinese characters only, so "AI" fits `thing` values, and the `aigc` field below.
 _STATUS_THINGS = {
-    TaskStatus.SUCCEEDED: "合成完成",
+    TaskStatus.SUCCEEDED: "AI合成完成",
     TaskStatus.FAILED: "合成失败",
     TaskStatus.REJECTED: "未通过审核",
 }
 _STATUS_PENDING = "处理中"
+_AIGC_VALUES = {"thing": "本音频由AI生成", "phrase": "智能合成", "character_string": "AIGC"}
 
 
 def _seconds(duration_s: float | None) -> str | None:
@@ -188,6 +191,10 @@ def _status(task: TaskRecord, kind: str, now: datetime) -> str:
     if kind == "thing":
         return _STATUS_THINGS.get(task.status, _STATUS_PENDING)
     return fit_character_string(task.status.value)
+
+
+def _aigc(task: TaskRecord, kind: str, now: datetime) -> str:
+    return _AIGC_VALUES[kind]
 
 
 def _timestamp(attribute: str) -> Callable[[TaskRecord, str, datetime], str]:
@@ -239,6 +246,8 @@ TASK_FIELDS: dict[str, _Field] = {
     "updated_at": _Field(("time", "date", "thing"), _timestamp("updated_at")),
     # Seconds of audio: "4.5秒" as thing, "4.5" as number, "4.5s" as character_string; none if it failed.
     "duration": _Field(("number", "thing", "character_string"), _duration),
+    # The explicit AIGC label for the card itself: "本音频由AI生成" as thing, "智能合成" as phrase.
+    "aigc": _Field(("thing", "phrase", "character_string"), _aigc),
 }
 KEYWORD_TYPES = ("thing", "phrase", "character_string", "time", "date", "number")
 # WeChat's other keyword types; no task field fits them (there is no person's name, amount or phone).
