@@ -113,6 +113,11 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = LOG_FORMATS[0]
 
+    @property
+    def output_max_age_s(self) -> float:
+        """OUTPUT_RETENTION_DAYS in seconds: how long outputs, their tasks and cached results live."""
+        return self.output_retention_days * 86400.0
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from environment variables; unset ones keep their local default."""

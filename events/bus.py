@@ -62,9 +62,11 @@ def consumer_spec(name: str) -> ConsumerSpec:
     return next(spec for spec in (*CONSUMERS, *DEADLETTER_CONSUMERS) if spec.name == name)
 
 
-# bucket -> how long its entries live (None: until deleted)
+# bucket -> how long its entries live (None: until deleted). Three follow the deployment's retention
+# settings instead (`retention_ttls`); the values here are their defaults.
 KV_BUCKETS: dict[str, float | None] = {
-    names.TASKS_BUCKET: None,
+    # A task outlives its audio by nothing: OUTPUT_RETENTION_DAYS after its last change it is gone.
+    names.TASKS_BUCKET: 7 * 24 * 3600.0,
     names.VOICES_BUCKET: None,
     names.MEDIA_CHECKS_BUCKET: 24 * 3600.0,  # WeChat answers within 30 minutes
     names.SESSIONS_BUCKET: None,
@@ -82,7 +84,24 @@ KV_BUCKETS: dict[str, float | None] = {
     # The longest a bearer token lives (Settings.session_ttl_s, 7 days), and an hour: a revocation
     # outlives the token it revokes. The gateway refuses to start with a longer token TTL.
     names.REVOKED_SESSIONS_BUCKET: 7 * 24 * 3600.0 + 3600,
+    # A day longer than the audit stream keeps events (AUDIT_MAX_AGE_S, 30 days by default), renewed
+    # while the key is used: an event in the stream can always be opened until its user is erased.
+    names.USER_KEYS_BUCKET: 31 * 24 * 3600.0,
 }
+
+# How much longer a user's key lives than the oldest event it sealed (see `retention_ttls`).
+USER_KEY_SLACK_S = 24 * 3600.0
+
+
+def retention_ttls(*, audit_max_age_s: float, output_max_age_s: float) -> dict[str, float | None]:
+    """KV_BUCKETS with the TTLs that follow the deployment's retention: tasks and cached results live
+    as long as the outputs they point to, user keys as long as the events they sealed."""
+    return {
+        **KV_BUCKETS,
+        names.TASKS_BUCKET: output_max_age_s,
+        names.RESULTS_BUCKET: output_max_age_s,
+        names.USER_KEYS_BUCKET: audit_max_age_s + USER_KEY_SLACK_S,
+    }
 
 
 class EventBus:
@@ -116,8 +135,13 @@ class EventBus:
         )
         return cls(nc, nc.jetstream())
 
-    async def ensure_topology(self, *, audit_max_age_s: float, replicas: int | None = None) -> None:
+    async def ensure_topology(
+        self, *, audit_max_age_s: float, output_max_age_s: float | None = None, replicas: int | None = None
+    ) -> None:
         """Create or update the streams, consumers and KV buckets; safe to run from every process.
+
+        `output_max_age_s` (OUTPUT_RETENTION_DAYS) is how long tasks and cached results live; every
+        long-running process passes it, from the same settings. None keeps the default of KV_BUCKETS.
 
         `replicas` (3 on a three-node cluster) is applied to every stream, consumer and new bucket.
         None follows the event stream as it exists (1 for a new deployment), so a process started
@@ -164,7 +188,9 @@ class EventBus:
                     num_replicas=replicas,
                 ),
             )
-        for bucket, ttl_s in KV_BUCKETS.items():
+        output_max_age_s = output_max_age_s or KV_BUCKETS[names.TASKS_BUCKET] or 0.0
+        ttls = retention_ttls(audit_max_age_s=audit_max_age_s, output_max_age_s=output_max_age_s)
+        for bucket, ttl_s in ttls.items():
             try:
                 self._kv[bucket] = await self.js.key_value(bucket)
                 await self._ensure_bucket_ttl(bucket, ttl_s)
@@ -206,6 +232,12 @@ class EventBus:
 
     def kv(self, bucket: str) -> KeyValue:
         return self._kv[bucket]
+
+    async def purge_kv(self, bucket: str, pattern: str) -> None:
+        """Remove every key matching a subject pattern (`owner`, `owner.*`, `*.owner.>`) from a bucket,
+        with its history and without the delete markers a KV purge leaves: afterwards the bucket's
+        stream holds no trace of those keys (erasure). A watcher of such a key is not told."""
+        await self.js.purge_stream(f"KV_{bucket}", subject=f"$KV.{bucket}.{pattern}")
 
     async def publish(self, event: Envelope) -> int:
         """Publish to the stream; the event id is the Nats-Msg-Id, so a retried publish dedupes."""

@@ -25,6 +25,9 @@ class EventType(StrEnum):
     SYNTHESIS_REDRIVEN = "tts.synthesis.redriven"
     NOTIFY_SENT = "tts.notify.sent"
     NOTIFY_FAILED = "tts.notify.failed"
+    # A user erased everything of theirs (DELETE /v1/me): their key is destroyed, so the texts sealed
+    # in their earlier events can no longer be read (events/sealing.py).
+    USER_ERASED = "tts.user.erased"
 
 
 # Durable pull consumers that hand out work (explicit ack). Each names the subjects it takes.
@@ -76,6 +79,9 @@ STREAMS_BUCKET = "tts_streams"
 # key "<sha256 of timestamp, nonce and signature>" -> b"": a WeChat push already received; kept for
 # the push's staleness window, so the same push delivered again is refused (views/push.py)
 PUSH_NONCES_BUCKET = "tts_push_nonces"
+# key "<owner>" -> the user's sealing key (events/sealing.py): their texts in events are sealed with
+# it, and erasure destroys it. Kept as long as the audit stream keeps events, renewed while in use.
+USER_KEYS_BUCKET = "tts_user_keys"
 # key "<owner>.<session id>" -> b"": a revoked bearer token; key "<owner>" -> ms since the epoch:
 # every token of the owner issued until then is revoked (wechat_adapter/auth.py)
 REVOKED_SESSIONS_BUCKET = "tts_revoked_sessions"

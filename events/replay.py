@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 
+import msgspec
 import nats.errors
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
@@ -13,6 +14,7 @@ from common.ids import id_time_s
 from events import names
 from events.bus import EventBus
 from events.envelope import Envelope, MalformedEvent, decode_envelope
+from events.sealing import UserKeys, is_sealed, open_fields
 
 _IDLE_S = 1.0
 # Ids carry their creation time; start a little earlier in case clocks of two hosts differ.
@@ -81,9 +83,30 @@ async def task_timeline(bus: EventBus, task_id: str) -> list[Envelope]:
     return [e async for e in read_events(bus, since_s=since_s, accept=lambda e: e.task_id == task_id)]
 
 
+async def open_sealed(events: Iterable[Envelope], keys: UserKeys) -> list[Envelope]:
+    """The events with their sealed fields opened: the text, or `[erased]` once its owner's key is
+    gone (events/sealing.py). One key lookup per owner."""
+    found: dict[str, bytes | None] = {}
+    opened = []
+    for event in events:
+        if any(map(is_sealed, event.data.values())):
+            if event.openid not in found:
+                found[event.openid] = await keys.find(event.openid)
+            event = msgspec.structs.replace(
+                event, data=open_fields(event.data, found[event.openid], event.openid)
+            )
+        opened.append(event)
+    return opened
+
+
+_TEXT_SHOWN_CHARS = 40
+
+
 def describe(event: Envelope) -> str:
-    """One line for a human: time, type and the fields that matter for that type."""
+    """One line for a human: time, type and the fields that matter for that type (a text as
+    `open_sealed` left it, shortened)."""
     keys = (
+        "text",
         "attempt",
         "engine",
         "duration_s",
@@ -97,8 +120,15 @@ def describe(event: Envelope) -> str:
         "errmsg",
         "media_trace_id",
     )
-    fields = [f"{k}={event.data[k]}" for k in keys if event.data.get(k) not in (None, "")]
+    fields = [f"{k}={_shown(event.data[k])}" for k in keys if event.data.get(k) not in (None, "")]
     if isinstance(event.data.get("error"), dict):
         fields.append(f"error={event.data['error'].get('code')}")
     subject = event.task_id or event.voice_id or ""
     return f"{event.time}  {event.type:<26} {subject}  {' '.join(fields)}  trace={event.trace_id}".rstrip()
+
+
+def _shown(value: object) -> str:
+    if is_sealed(value):
+        return "[sealed]"
+    text = str(value)
+    return text if len(text) <= _TEXT_SHOWN_CHARS else text[: _TEXT_SHOWN_CHARS - 1] + "…"

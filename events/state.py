@@ -31,6 +31,7 @@ from events.records import (
     TaskStatus,
     VoiceRecord,
 )
+from events.sealing import UserKeys
 
 log = logging.getLogger(__name__)
 
@@ -390,6 +391,7 @@ class SharedState:
     """Every KV table, built once from a connected bus whose topology is ensured."""
 
     def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
         self._js = bus.js
         self.tasks = TaskTable(bus, names.TASKS_BUCKET, TaskRecord)
         self.voices = VoiceTable(bus, names.VOICES_BUCKET, VoiceRecord)
@@ -405,6 +407,28 @@ class SharedState:
         self.streams = StreamTable(bus, names.STREAMS_BUCKET, StreamLease)
         self.push_nonces = OnceKeys(bus, names.PUSH_NONCES_BUCKET)
         self.revoked_sessions = SessionRevocations(bus, names.REVOKED_SESSIONS_BUCKET)
+        self.user_keys = UserKeys(bus, names.USER_KEYS_BUCKET)
+
+    async def forget_owner(self, owner: str) -> None:
+        """Erasure: remove every entry filed under `owner` (tasks, voices, cached results, idempotency
+        claims, rate-limit windows, stream leases, the session record, logout marks), with history and
+        markers. Kept: the revoke-all time (`SessionRevocations.revoke_all`, key `<owner>`), which must
+        outlive the user's tokens and expires with them, and the sealing key (`user_keys.destroy`).
+        Media-check records are filed by WeChat's trace id: the caller removes its voices' ones."""
+        if not is_valid_owner(owner):
+            raise ValueError("owner is not a valid openid")
+        owned = f"{owner}.*"
+        patterns = (
+            (names.TASKS_BUCKET, owned),
+            (names.VOICES_BUCKET, owned),
+            (names.RESULTS_BUCKET, f"{owner}.>"),
+            (names.IDEMPOTENCY_BUCKET, owned),
+            (names.RATE_BUCKET, f"*.{owner}.>"),  # `<kind>.<owner>.<window>.<random>`
+            (names.STREAMS_BUCKET, owned),
+            (names.SESSIONS_BUCKET, owner),
+            (names.REVOKED_SESSIONS_BUCKET, owned),  # single sessions: the revoke-all time covers them
+        )
+        await asyncio.gather(*(self._bus.purge_kv(bucket, pattern) for bucket, pattern in patterns))
 
     async def engine_in_service(self) -> EngineRelease | None:
         """The engine of the newest `tts.synthesis.completed` on the stream; None before any.

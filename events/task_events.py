@@ -10,6 +10,7 @@ from typing import Any
 from events.envelope import Envelope, new_event
 from events.names import EventType
 from events.records import ErrorInfo, TaskRecord, VoiceRecord
+from events.sealing import seal_fields
 
 
 def task_event(task: TaskRecord, event_type: EventType, suffix: str, data: dict[str, Any]) -> Envelope:
@@ -27,13 +28,14 @@ def task_event(task: TaskRecord, event_type: EventType, suffix: str, data: dict[
     )
 
 
-def requested_event(task: TaskRecord, voice: VoiceRecord) -> Envelope:
-    """The job a worker runs: self-contained, so replaying it needs nothing but the stream and S3."""
-    return task_event(task, EventType.SYNTHESIS_REQUESTED, "requested", {
+def requested_event(task: TaskRecord, voice: VoiceRecord, user_key: bytes) -> Envelope:
+    """The job a worker runs: self-contained, so replaying it needs nothing but the stream, S3 and the
+    owner's key (`UserKeys.key_for`), which seals the text and the voice's transcript."""
+    return task_event(task, EventType.SYNTHESIS_REQUESTED, "requested", seal_fields({
         "text": task.text, "mode": task.mode, "instruct": task.instruct, "format": task.format,
         "speed": task.speed, "notify": task.notify, "sample_key": voice.sample_key,
         "prompt_text": voice.prompt_text, "audio_sha256": voice.audio_sha256,
-    })  # fmt: skip
+    }, user_key, task.owner))  # fmt: skip
 
 
 def started_event(task: TaskRecord, *, attempt: int, engine: str) -> Envelope:

@@ -20,7 +20,7 @@ import msgspec
 from common.config import Settings
 from events.bus import EventBus
 from events.envelope import Envelope
-from events.replay import describe, read_events, task_timeline
+from events.replay import describe, open_sealed, read_events, task_timeline
 from events.state import SharedState
 from ops.redrive import redrive_failed, redrive_tasks
 
@@ -58,11 +58,23 @@ def render(event: Envelope, as_json: bool) -> str:
     return json.dumps(msgspec.to_builtins(event), ensure_ascii=False) if as_json else describe(event)
 
 
-async def _redrive(args: argparse.Namespace) -> int:
+async def connect() -> EventBus:
+    """The bus with its topology, as this deployment's settings have it (KV is read: keys, tasks)."""
     settings = Settings.from_env()
     bus = await EventBus.connect(settings.nats_urls, name="voicerelay-ops")
     try:
-        await bus.ensure_topology(audit_max_age_s=settings.audit_max_age_s)
+        await bus.ensure_topology(
+            audit_max_age_s=settings.audit_max_age_s, output_max_age_s=settings.output_max_age_s
+        )
+    except BaseException:
+        await bus.close()
+        raise
+    return bus
+
+
+async def _redrive(args: argparse.Namespace) -> int:
+    bus = await connect()
+    try:
         state = SharedState(bus)
         if args.tasks:
             lines = await redrive_tasks(bus, state, args.tasks, dry_run=args.dry_run)
@@ -77,7 +89,7 @@ async def _redrive(args: argparse.Namespace) -> int:
 
 
 async def _replay(args: argparse.Namespace) -> int:
-    bus = await EventBus.connect(Settings.from_env().nats_urls, name="voicerelay-ops")
+    bus = await connect()
     types = set(args.type or ())
     try:
         if args.target == "task":
@@ -93,6 +105,8 @@ async def _replay(args: argparse.Namespace) -> int:
                     bus, since_s=since_s, accept=lambda e: not types or e.type in types
                 )
             ]
+        # Texts are sealed per user; an erased user's read [erased] (events/sealing.py).
+        events = await open_sealed(events, SharedState(bus).user_keys)
     finally:
         await bus.close()
     for event in events:

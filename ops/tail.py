@@ -10,10 +10,9 @@ import asyncio
 import contextlib
 import sys
 
-from common.config import Settings
-from events.bus import EventBus
-from events.replay import follow_events
-from ops.replay import render
+from events.replay import follow_events, open_sealed
+from events.state import SharedState
+from ops.replay import connect, render
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -26,12 +25,13 @@ def announce() -> None:
 
 
 async def _tail(args: argparse.Namespace) -> int:
-    bus = await EventBus.connect(Settings.from_env().nats_urls, name="voicerelay-ops-tail")
-    types = set(args.type or ())
+    bus = await connect()
+    keys, types = SharedState(bus).user_keys, set(args.type or ())
     try:
         async for event in follow_events(bus, on_subscribed=announce):
             if not types or event.type in types:
-                print(render(event, args.json), flush=True)
+                [opened] = await open_sealed([event], keys)  # texts, or [erased] (events/sealing.py)
+                print(render(opened, args.json), flush=True)
     finally:
         await bus.close()
     return 0

@@ -31,6 +31,11 @@ def features_prefix(owner: str, voice_id: str) -> str:
     return f"{FEATURES_PREFIX}{_owner(owner)}/{voice_id}/"
 
 
+def owner_prefixes(owner: str) -> tuple[str, ...]:
+    """Every prefix the owner's objects live under: erasing the user deletes them all."""
+    return tuple(f"{prefix}{_owner(owner)}/" for prefix in (SAMPLES_PREFIX, FEATURES_PREFIX, OUTPUTS_PREFIX))
+
+
 def expiry_rules(*, sample_days: int, output_days: int) -> dict[str, int]:
     """Days after which S3 itself removes objects, by key prefix.
 

@@ -37,6 +37,7 @@ from events.envelope import Envelope
 from events.names import EventType
 from events.records import VOICE_DELETED, ErrorInfo, TaskRecord, TaskStatus
 from events.retry import RetryPolicy
+from events.sealing import ERASED, open_field
 from events.state import SharedState
 from events.task_events import completed_event, failed_event, started_event, task_event
 from storage.keys import features_prefix, output_key
@@ -63,6 +64,10 @@ GAVE_UP = ErrorInfo("synthesis_failed", "语音合成暂时失败，请稍后重
 # The sample's speaker embedding is cached like an engine's profile; bump the version when the way
 # it is computed changes (encoder, resampling, padding), so old embeddings are not compared with new.
 EMBEDDING_ANALYSIS, EMBEDDING_VERSION = "resemblyzer", "1"
+
+
+class UserErased(Exception):
+    """The job's owner erased their data (DELETE /v1/me) while it waited or ran: nothing is left to do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,8 +219,9 @@ class JobRunner:
                 rendered = await self._synthesise(task, event)
                 key = output_key(owner, task_id, task.format)
                 await self._store.put(key, rendered.audio, CONTENT_TYPES[task.format])
-        except ObjectNotFound:
+        except (ObjectNotFound, UserErased):
             # A redelivered job of a voice deleted during an earlier try may find what that try wrote.
+            # An erased user's task is gone too: failing it finds nothing and the job ends.
             await self._erase_if_deleted(owner, task.voice_id)
             await self._fail(task, VOICE_GONE, msg)
             return
@@ -243,7 +249,10 @@ class JobRunner:
             aigc_label=rendered.aigc_label,
             error=None,
         )
-        if done is not None and done.status == TaskStatus.SUCCEEDED:
+        if done is None:
+            await self._discard_output_of_erased(task, key, msg)
+            return
+        if done.status == TaskStatus.SUCCEEDED:
             self._metrics.task_transitions.labels(TaskStatus.SUCCEEDED).inc()
             await self._publish_completed(done, rendered)
         speech_s = rendered.speech.duration_s  # the engine's work, without the label
@@ -287,9 +296,25 @@ class JobRunner:
             )
         await msg.ack()
 
+    async def _discard_output_of_erased(self, task: TaskRecord, key: str, msg: Msg) -> None:
+        """The task vanished while its audio was made: its owner erased their data (DELETE /v1/me),
+        whose sweep of S3 may have run before this put. The audio goes too, and the job ends."""
+        try:
+            await self._store.delete(key)
+        except StorageError as exc:  # the S3 lifecycle rule expires it
+            log.error("audio of erased task %s not deleted: %s", task.task_id, exc)
+        log.info("task %s vanished while it ran (its user's data was erased); audio discarded", task.task_id)
+        await msg.ack()
+
     async def _synthesise(self, task: TaskRecord, event: Envelope) -> Rendered:
         data = event.data
-        sample = await self._store.get(str(data["sample_key"]))
+        sample, user_key = await asyncio.gather(
+            self._store.get(str(data["sample_key"])), self._state.user_keys.find(task.owner)
+        )
+        # Sealed with the owner's key (events/sealing.py); without the key the owner was erased.
+        prompt_text = open_field(user_key, task.owner, "prompt_text", data.get("prompt_text", ""))
+        if prompt_text == ERASED:
+            raise UserErased(task.owner)
         loop = asyncio.get_running_loop()
         prompt, audio_sha256 = await loop.run_in_executor(self._executor, read_sample, sample)
         voice = VoiceSample(task.owner, task.voice_id, audio_sha256, prompt)
@@ -297,7 +322,7 @@ class JobRunner:
             text=task.text,
             mode=task.mode,
             prompt=prompt,
-            prompt_text=str(data.get("prompt_text", "")),
+            prompt_text=str(prompt_text),
             speaker_key=f"{task.owner}.{audio_sha256}",
             instruct=task.instruct,
             speed=task.speed,

@@ -123,7 +123,11 @@ async def run_worker(
         store = ObjectStore.from_settings(settings)
         resources.callback(store.close)
         metrics = WorkerMetrics()
-        await bus.ensure_topology(audit_max_age_s=settings.audit_max_age_s, replicas=settings.nats_replicas)
+        await bus.ensure_topology(
+            audit_max_age_s=settings.audit_max_age_s,
+            output_max_age_s=settings.output_max_age_s,
+            replicas=settings.nats_replicas,
+        )
         await store.ensure_bucket()
         runner = JobRunner(
             bus=bus,

@@ -192,7 +192,9 @@ async def stack(nats_server: NatsServer, s3_server: SeaweedS3) -> AsyncIterator[
             raise RuntimeError("worker did not start") from worker.exception() if worker.done() else None
         bus = await EventBus.connect(settings.nats_urls, name="tests")
         resources.push_async_callback(bus.close)
-        await bus.ensure_topology(audit_max_age_s=settings.audit_max_age_s)
+        await bus.ensure_topology(
+            audit_max_age_s=settings.audit_max_age_s, output_max_age_s=settings.output_max_age_s
+        )
         store = ObjectStore.from_settings(settings)
         resources.callback(store.close)
         http = await resources.enter_async_context(aiohttp.ClientSession())

@@ -303,7 +303,7 @@ async def run_job(stack: Stack, runner: JobRunner, owner: str, voice_id: str, te
     )  # fmt: skip
     await state.tasks.create(owned_key(owner, task.task_id), task)
     message = StandInMessage(num_delivered=1)
-    await runner(requested_event(task, voice), message)
+    await runner(requested_event(task, voice, await state.user_keys.key_for(task.owner)), message)
     assert message.calls[-1] == "ack", message.calls
     done = await state.tasks.get(owner, task.task_id)
     assert done is not None and done.status == TaskStatus.SUCCEEDED

@@ -40,7 +40,7 @@ async def owner_with_voice(stack: Stack, user: int) -> tuple[ApiClient, str]:
     return client, voice["voice_id"]
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 async def test_120_simultaneous_tasks_each_get_their_own_result(stack: Stack) -> None:
     owners = await asyncio.gather(*(owner_with_voice(stack, u) for u in range(USERS)))
     assert len({voice_id for _, voice_id in owners}) == USERS
@@ -53,8 +53,9 @@ async def test_120_simultaneous_tasks_each_get_their_own_result(stack: Stack) ->
     # (the owner's client, the task id), in the order of `jobs`
     owned = [(owners[u][0], task_id) for (u, _), task_id in zip(jobs, task_ids, strict=True)]
 
-    # 100 s: about 90 s of work on one worker, the audible AIGC label's encoding included (~40 ms a task).
-    tasks = await asyncio.gather(*(user.wait_task(task_id, timeout_s=100) for user, task_id in owned))
+    # A bound for a hang, not a speed goal (speed is `ops bench`'s): the stack's one worker has about
+    # 100 s of work here on 2 cores, the audible AIGC label's encoding included (~40 ms a task).
+    tasks = await asyncio.gather(*(user.wait_task(task_id, timeout_s=240) for user, task_id in owned))
     assert [t["status"] for t in tasks] == ["succeeded"] * len(jobs)
 
     async def fetch(user: ApiClient, task_id: str) -> bytes:

@@ -113,7 +113,7 @@ async def test_worker_metrics_after_a_job(stack: Stack) -> None:
             bus=stack.bus, state=state, store=stack.store, engine=engine, executor=executor, metrics=metrics
         )
         message = StandInMessage(num_delivered=1)
-        await runner(requested_event(task, voice), message)
+        await runner(requested_event(task, voice, await state.user_keys.key_for(task.owner)), message)
     assert message.calls[-1] == "ack"
     assert (await state.tasks.get(task.owner, task.task_id)).status == TaskStatus.SUCCEEDED
     text = generate_latest(metrics.registry).decode()

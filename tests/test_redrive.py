@@ -35,7 +35,7 @@ async def failed_task(stack: Stack, state: SharedState) -> TaskRecord:
     )  # fmt: skip
     await state.tasks.create(f"{owner}.{task.task_id}", task)
     # The worker takes this job and, the task being final already, acks it without work.
-    await stack.bus.publish(requested_event(task, voice))
+    await stack.bus.publish(requested_event(task, voice, await state.user_keys.key_for(task.owner)))
 
     async def worker_idle() -> bool:
         info = await stack.bus.js.consumer_info(names.STREAM, names.WORKER_CONSUMER)

@@ -117,7 +117,7 @@ async def run_in_a_new_worker(stack: Stack, analysed: AnalysedVoice) -> tuple[di
             metrics=metrics, speaker_encoder=shared_encoder(),
         )  # fmt: skip
         message = StandInMessage(num_delivered=1)
-        await runner(requested_event(task, voice), message)
+        await runner(requested_event(task, voice, await state.user_keys.key_for(task.owner)), message)
     assert message.calls[-1] == "ack"
 
     async def completed() -> dict[str, Any] | None:

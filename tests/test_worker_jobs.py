@@ -89,7 +89,7 @@ async def test_transient_failures_retry_then_fail_on_the_last_delivery(stack: St
     with ThreadPoolExecutor(max_workers=1) as executor:
         runner = JobRunner(bus=stack.bus, state=state, store=stack.store, engine=HiccupEngine(),
                            executor=executor, metrics=WorkerMetrics())  # fmt: skip
-        event = requested_event(task, voice)
+        event = requested_event(task, voice, await state.user_keys.key_for(task.owner))
         first = StandInMessage(num_delivered=1)
         await runner(event, first)
         assert first.calls == ["nak"]
@@ -132,7 +132,7 @@ async def completed_data(stack: Stack, engine, encoder) -> dict:
         runner = JobRunner(bus=stack.bus, state=state, store=stack.store, engine=engine, executor=executor,
                            metrics=WorkerMetrics(), speaker_encoder=encoder)  # fmt: skip
         message = StandInMessage(num_delivered=1)
-        await runner(requested_event(task, voice), message)
+        await runner(requested_event(task, voice, await state.user_keys.key_for(task.owner)), message)
     assert message.calls[-1] == "ack"
 
     async def completed() -> dict | None:

@@ -42,7 +42,7 @@ from wechat_adapter.review_timeout import MAX_SWEEP_INTERVAL_S, ReviewTimeoutSwe
 from wechat_adapter.sensitive_words import SensitiveWords
 from wechat_adapter.streams import STREAMS_PER_GATEWAY
 from wechat_adapter.task_recovery import StaleTaskSweeper
-from wechat_adapter.views import demo, docs, health, push, session, syntheses, voices
+from wechat_adapter.views import demo, docs, health, me, push, session, syntheses, voices
 from wechat_adapter.wechat.api import WeChatClient
 from wechat_adapter.wechat.push_security import PushVerifier
 
@@ -120,6 +120,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_stop_streams)
     health.add_routes(app)
     session.add_routes(app)
+    me.add_routes(app)
     voices.add_routes(app)
     syntheses.add_routes(app)
     push.add_routes(app)
@@ -143,7 +144,9 @@ def _gateway_context(settings: Settings, metrics: GatewayMetrics, sensitive_word
             # The VAD model loads here, so a missing model stops start-up and no upload waits for it.
             await asyncio.get_running_loop().run_in_executor(executor, vad.preload)
             await bus.ensure_topology(
-                audit_max_age_s=settings.audit_max_age_s, replicas=settings.nats_replicas
+                audit_max_age_s=settings.audit_max_age_s,
+                output_max_age_s=settings.output_max_age_s,
+                replicas=settings.nats_replicas,
             )
             await store.ensure_bucket()
             await store.ensure_lifecycle(

@@ -157,6 +157,7 @@ class SessionRevocationCheck:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._revocations = revocations
+        self.cache_s = cache_s  # how long a revocation made here may go unseen by another instance
         self._sessions = _Expiring(cache_s, max_entries, clock)  # (owner, session id) -> revoked
         self._owners = _Expiring(cache_s, max_entries, clock)  # owner -> revoked until (ms)
 

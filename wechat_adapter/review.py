@@ -173,7 +173,8 @@ async def release_waiting_tasks(gateway: Gateway, voice: VoiceRecord) -> None:
                 task.owner, task.task_id, TaskStatus.QUEUED, allowed_from=_AWAITING_OR_QUEUED
             )
             if moved is not None and moved.status == TaskStatus.QUEUED:
-                await gateway.bus.publish(requested_event(moved, voice))
+                user_key = await gateway.state.user_keys.key_for(moved.owner)
+                await gateway.bus.publish(requested_event(moved, voice, user_key))
         else:
             error = ErrorInfo("voice_rejected", ERRORS["voice_rejected"][1])
             rejected = await tasks.transition(

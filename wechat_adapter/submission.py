@@ -175,7 +175,8 @@ async def _create_task(
     status = TaskStatus.QUEUED if ready else TaskStatus.AWAITING_REVIEW
     task = await _store_task(gateway, caller, fields, task_id, status)
     if ready:
-        await _publish_or_withdraw(gateway, task, requested_event(task, voice))
+        user_key = await gateway.state.user_keys.key_for(task.owner)
+        await _publish_or_withdraw(gateway, task, requested_event(task, voice, user_key))
     else:
         # The verdict may have landed between our read of the voice and the task's creation, and
         # its release pass may have missed this task: look once more.

@@ -109,7 +109,8 @@ class StaleTaskSweeper:
             return 1
         if now_s - _epoch_s(task.updated_at) < QUEUED_STALE_S or await gateway.queue.pending() > 0:
             return 0  # a job may still be on its way to a worker
-        await gateway.bus.publish(requested_event(task, voice))
+        user_key = await gateway.state.user_keys.key_for(task.owner)
+        await gateway.bus.publish(requested_event(task, voice, user_key))
         log.warning(
             "task %s was queued with no job for %.0f s; job published again",
             task.task_id,

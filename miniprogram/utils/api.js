@@ -97,6 +97,20 @@ async function signOut() {
   }
 }
 
+/**
+ * Erase the account (个人信息删除权): DELETE /v1/me deletes every voice, sample, synthesis and audio
+ * of the user on the server and revokes every token of theirs; then this phone forgets the session.
+ * Takes a few seconds. Without a stored token it logs in first, and a 401 logs in again once and
+ * repeats: a dead token proves nothing is erased, and erasing twice does no harm. Rejects with the
+ * ApiError when the server could not erase; the session is kept then, so the user can try again.
+ */
+async function eraseAccount() {
+  await call({ method: 'DELETE', path: '/v1/me', repeatable: true });
+  // The session is all this mini program stores; the pages' lists and idempotency keys live in
+  // memory and go with the wx.reLaunch that follows. The next call logs in to an empty account.
+  session.clear();
+}
+
 /** The user's voices, newest first. */
 function listVoices() {
   return call({ method: 'GET', path: '/v1/voices', repeatable: true }).then((body) => body.voices);
@@ -158,6 +172,7 @@ function getSynthesis(taskId) {
 module.exports = {
   signIn,
   signOut,
+  eraseAccount,
   listVoices,
   getVoice,
   uploadVoice,

@@ -112,6 +112,8 @@ class FakeApi {
       case 'DELETE /v1/session':
         this.tokens.delete(token); // revoked: the next call with it answers 401
         return { status: 204, body: '', headers: {} };
+      case 'DELETE /v1/me':
+        return this.erase();
       case 'GET /v1/presets':
         return this.json(200, { presets: this.fixtures.presets });
       case 'GET /v1/voices':
@@ -133,6 +135,15 @@ class FakeApi {
       default:
         return this.error(call.method === 'GET' ? 'not_found' : 'method_not_allowed');
     }
+  }
+
+  /** The right to erasure: everything goes, and every token (the fake has one user) is revoked. */
+  erase() {
+    this.voices.clear();
+    this.tasks.clear();
+    this.idempotency.clear();
+    this.tokens.clear();
+    return { status: 204, body: '', headers: {} };
   }
 
   newestTasks(limit) {

@@ -87,6 +87,8 @@ function createWx({ api, clock, isInTap, settings }) {
   const ui = {
     toasts: [],
     modals: [],
+    loadings: [], // {title, mask} of every wx.showLoading
+    loadingShown: false,
     navigations: [],
     subscribeRequests: [],
     recorderStarts: [],
@@ -156,7 +158,15 @@ function createWx({ api, clock, isInTap, settings }) {
     setStorageSync: (key, value) => storage.set(key, clone(value)),
     removeStorageSync: (key) => storage.delete(key),
 
-    showToast: (options) => ui.toasts.push(options.title),
+    showToast: (options) => {
+      ui.loadingShown = false; // WeChat shows one of the two at a time
+      ui.toasts.push(options.title);
+    },
+    showLoading(options) {
+      ui.loadings.push({ title: options.title, mask: Boolean(options.mask) });
+      ui.loadingShown = true;
+    },
+    hideLoading: () => (ui.loadingShown = false),
     showModal(options) {
       ui.modals.push(options.title);
       const confirm = settings.modalConfirm !== false;
@@ -185,6 +195,10 @@ function createWx({ api, clock, isInTap, settings }) {
 
     navigateTo: (options) => ui.navigations.push({ how: 'navigateTo', url: options.url }),
     switchTab: (options) => ui.navigations.push({ how: 'switchTab', url: options.url }),
+    reLaunch(options) {
+      ui.navigations.push({ how: 'reLaunch', url: options.url });
+      respondLater(() => options.success && options.success({ errMsg: 'reLaunch:ok' }));
+    },
     stopPullDownRefresh: () => (ui.stoppedRefresh += 1),
     openSetting: () => (ui.openedSettings += 1),
   };

@@ -491,6 +491,112 @@ scenarios['signing out forgets the token even when the server cannot be told'] =
   assert.equal(world.ui.logins, 3);
 };
 
+scenarios['erasing the account asks first, erases everything and starts afresh'] = async (world) => {
+  const voice = world.api.addVoice();
+  const done = world.api.addTask({ text: '早上好', voice_id: voice.voice_id });
+  await world.runtime.launch();
+  const page = await world.runtime.openPage(HISTORY);
+  const { token } = world.storage.get('voicerelay.session');
+  await world.runtime.trigger(page, 'play', { dataset: { id: done.task_id } });
+
+  const before = world.calls.length;
+  await world.runtime.trigger(page, 'eraseAccount');
+  assert.deepEqual(world.ui.modals, ['删除全部数据']);
+  const [erase, ...others] = world.calls.slice(before);
+  assert.deepEqual(others, [], 'one call: the erasure, no login straight back in');
+  assert.equal(`${erase.method} ${new URL(erase.url).pathname}`, 'DELETE /v1/me');
+  assert.equal(erase.header.Authorization, `Bearer ${token}`);
+  assert.equal(erase.reply.status, 204);
+  assert.deepEqual(world.ui.loadings, [{ title: '正在删除…', mask: true }]);
+  assert.equal(world.ui.loadingShown, false);
+  assert.equal(world.storage.has('voicerelay.session'), false, 'the stored session is gone');
+  assert.equal(world.api.tokens.has(token), false, 'the server revoked it');
+  assert.equal(world.api.voices.size + world.api.tasks.size, 0, 'the server erased everything');
+  assert.equal(page.data.playing, '', 'the clip stopped first');
+  assert.deepEqual(world.ui.navigations, [{ how: 'reLaunch', url: '/pages/synthesize/synthesize' }]);
+  assert.equal(world.ui.toasts[world.ui.toasts.length - 1], '已删除');
+  assert.equal(page.data.errorMessage, '');
+
+  // What the reLaunch opens: a fresh wx.login, and an empty account.
+  const start = await world.runtime.openPage(SYNTH);
+  assert.equal(world.ui.logins, 2);
+  assert.deepEqual(start.data.voices, []);
+  const [login] = callsTo(world, 'POST', '^/v1/session$').slice(1);
+  assert.notEqual(login.reply.body.token, token);
+};
+
+scenarios['cancelling the erasure sends nothing and keeps everything'] = async (world) => {
+  world.api.addTask({ text: '早上好' });
+  await world.runtime.launch();
+  const page = await world.runtime.openPage(HISTORY);
+  const { token } = world.storage.get('voicerelay.session');
+  world.settings.modalConfirm = false;
+  const before = world.calls.length;
+  await world.runtime.trigger(page, 'eraseAccount');
+  assert.deepEqual(world.ui.modals, ['删除全部数据']);
+  assert.equal(world.calls.length, before, 'cancelled: nothing sent');
+  assert.deepEqual(world.ui.loadings, []);
+  assert.deepEqual(world.ui.navigations, []);
+  assert.equal(world.storage.get('voicerelay.session').token, token);
+  assert.equal(page.data.tasks.length, 1);
+  assert.equal(page.data.erasing, false);
+};
+
+scenarios['a failed erasure shows the API message and keeps the session to try again'] = async (world) => {
+  world.api.addTask({ text: '早上好' });
+  await world.runtime.launch();
+  const page = await world.runtime.openPage(HISTORY);
+  const { token } = world.storage.get('voicerelay.session');
+  world.api.failNext('DELETE', '^/v1/me$', world.api.error('unavailable', 30));
+  await world.runtime.trigger(page, 'eraseAccount');
+  assert.equal(callsTo(world, 'DELETE', '^/v1/me$').length, 1, 'a long Retry-After is not waited out');
+  assert.equal(page.data.errorMessage, message(world, 'unavailable'));
+  assert.ok(world.ui.toasts.includes(message(world, 'unavailable')));
+  assert.equal(world.ui.loadingShown, false);
+  assert.equal(page.data.erasing, false);
+  assert.deepEqual(world.ui.navigations, [], 'no relaunch: nothing was erased');
+  assert.equal(world.storage.get('voicerelay.session').token, token);
+  assert.equal(world.api.tasks.size, 1);
+
+  world.api.failNext('DELETE', '^/v1/me$', world.api.error('unavailable', 2));
+  const erased = world.runtime.trigger(page, 'eraseAccount');
+  await world.clock.advance(2000);
+  await erased;
+  const erases = callsTo(world, 'DELETE', '^/v1/me$');
+  assert.equal(erases.length, 3, 'a short Retry-After is waited out once');
+  assert.equal(erases[2].at - erases[1].at, 2000);
+  assert.equal(erases[2].reply.status, 204);
+  assert.equal(world.storage.has('voicerelay.session'), false);
+  assert.deepEqual(world.ui.navigations, [{ how: 'reLaunch', url: '/pages/synthesize/synthesize' }]);
+};
+
+scenarios['erasing with a dead or missing token logs in first: a 401 is not proof of erasure'] = async (
+  world
+) => {
+  world.api.addVoice();
+  await world.runtime.launch();
+  const page = await world.runtime.openPage(HISTORY);
+  const { token } = world.storage.get('voicerelay.session');
+  world.api.tokens.delete(token); // revoked elsewhere (a high-risk login), still stored here
+  await world.runtime.trigger(page, 'eraseAccount');
+  const [dead, again] = callsTo(world, 'DELETE', '^/v1/me$');
+  assert.equal(dead.reply.status, 401);
+  assert.equal(world.ui.logins, 2, 'one fresh wx.login');
+  assert.notEqual(again.header.Authorization, `Bearer ${token}`);
+  assert.equal(again.reply.status, 204);
+  assert.equal(world.api.voices.size, 0, 'the account was erased all the same');
+  assert.equal(world.storage.has('voicerelay.session'), false);
+  assert.deepEqual(world.ui.navigations, [{ how: 'reLaunch', url: '/pages/synthesize/synthesize' }]);
+
+  world.api.addVoice();
+  await world.runtime.trigger(page, 'eraseAccount'); // no stored token now
+  const [login, erase] = world.calls.slice(-2);
+  assert.equal(`${login.method} ${new URL(login.url).pathname}`, 'POST /v1/session');
+  assert.equal(erase.header.Authorization, `Bearer ${login.reply.body.token}`);
+  assert.equal(erase.reply.status, 204);
+  assert.equal(world.api.voices.size, 0);
+};
+
 scenarios['the task page a subscription message opens'] = async (world) => {
   const voice = world.api.addVoice();
   const task = world.api.addTask({ text: '你的合成好了', voice_id: voice.voice_id });

@@ -200,7 +200,27 @@ def _session_paths() -> Json:
                     **errors("unauthorized", "unavailable"),
                 },
             ),
-        }
+        },
+        "/v1/me": {
+            "delete": _op(
+                "deleteMe",
+                "Erase everything of the caller (the right to erasure)",
+                "session",
+                {
+                    "204": {
+                        "description": (
+                            "Erased: every voice, sample, cached feature, output, task, cached result and "
+                            "idempotency entry of the caller is gone, every token of theirs is revoked "
+                            "(401 from now on; logging in again starts an empty account), every signed "
+                            "link answers 404, and the texts in their events on the audit log can no "
+                            "longer be read (`[erased]`). Takes a few seconds: it sweeps twice, the "
+                            "second time after every gateway instance has seen the revocation."
+                        )
+                    },
+                    **errors("unauthorized", "unavailable"),
+                },
+            ),
+        },
     }
 
 

@@ -1,6 +1,7 @@
 /**
  * The user's syntheses, newest first: play a finished one in place, or open it for A/B listening.
- * Signing out (退出登录) also lives here: it revokes this phone's token and empties the list.
+ * Signing out (退出登录) also lives here: it revokes this phone's token and empties the list; and so
+ * does erasing the account (删除我的全部数据), which deletes everything of the user on the server.
  */
 const api = require('../../utils/api');
 const config = require('../../config');
@@ -20,6 +21,7 @@ Page({
     errorMessage: '',
     signingOut: false,
     signedOut: false, // until the next load, which logs in again
+    erasing: false,
   },
 
   onLoad() {
@@ -93,6 +95,41 @@ Page({
       signedOut: true,
     });
     wx.showToast({ title: '已退出登录', icon: 'success' });
+  },
+
+  eraseAccount() {
+    return new Promise((resolve) => {
+      wx.showModal({
+        title: '删除全部数据',
+        content: '将永久删除你上传的所有声音样本、合成记录和音频，且无法恢复。确定删除吗？',
+        confirmText: '删除',
+        confirmColor: '#d93025',
+        success: (res) => resolve(res.confirm),
+        fail: () => resolve(false),
+      });
+    }).then((confirmed) => (confirmed ? this.eraseAccountNow() : null));
+  },
+
+  async eraseAccountNow() {
+    this.player.stop();
+    this.setData({ erasing: true });
+    wx.showLoading({ title: '正在删除…', mask: true }); // a few seconds; no other tap meanwhile
+    try {
+      await api.eraseAccount();
+    } catch (err) {
+      wx.hideLoading();
+      this.setData({ erasing: false });
+      this.showError(messageOf(err));
+      return;
+    }
+    wx.hideLoading();
+    // reLaunch closes every page, with their lists, players and polls, and opens the first tab
+    // afresh, which logs in to the now empty account. The toast comes after the navigation, which
+    // would otherwise close it.
+    wx.reLaunch({
+      url: '/pages/synthesize/synthesize',
+      success: () => wx.showToast({ title: '已删除', icon: 'success' }),
+    });
   },
 
   signInAgain() {

@@ -53,6 +53,11 @@ export class Api {
     return this.#json("POST", "/v1/session", { json: { code } });
   }
 
+  /** The right to erasure: every voice, task and audio of the user goes, and every token of theirs. */
+  eraseMe() {
+    return this.#json("DELETE", "/v1/me");
+  }
+
   /** Multipart, as wx.uploadFile sends it; `consent`: "self" or "authorized" (required). */
   uploadVoice(blob, filename, promptText, name, consent) {
     const form = new FormData();

@@ -8,6 +8,8 @@ import { VoicePanel } from "./voices.js";
 const SESSION_KEY = "voicerelay.session"; // sessionStorage: the tab keeps its login over a reload
 const DEV_USER_KEY = "voicerelay.devUser"; // localStorage: the same test user on the next visit
 const PANELS = ["voice-section", "synth-section", "history-section"];
+const ERASE_CONFIRM = "将永久删除你上传的所有声音样本、合成记录和音频，且无法恢复。确定删除吗？";
+const ERASED = "已删除你的全部数据。";
 
 class DemoPage {
   constructor(config) {
@@ -29,7 +31,8 @@ class DemoPage {
     });
     this.devLogin = config.dev_login;
     this.#offerLogin();
-    $("logout").addEventListener("click", () => this.signOut("已退出。"));
+    $("logout").addEventListener("click", () => this.signOut("已退出。", { error: false }));
+    $("erase-account").addEventListener("click", () => this.eraseAccount());
   }
 
   /** Show a failure's API message; an expired session sends the user back to the login. */
@@ -92,15 +95,40 @@ class DemoPage {
     results.forEach((result, i) => result.status === "rejected" && this.report(messages[i], result.reason));
   }
 
-  signOut(message) {
+  signOut(message, { error = true } = {}) {
     this.api.token = null;
     sessionStorage.removeItem(SESSION_KEY);
     PANELS.forEach((id) => ($(id).hidden = true));
     this.voices.reset();
+    this.synthesis.reset();
     this.history.clear();
     $("signed-in").hidden = true;
     $("login-form").hidden = !this.devLogin;
-    say(this.loginMessage, message, { error: message !== "已退出。" });
+    say(this.loginMessage, message, { error });
+  }
+
+  /**
+   * The right to erasure (DELETE /v1/me, a few seconds), after a confirm(). The token is dead then,
+   * so the page forgets it and, with the dev login, logs in again as the same user: an empty account.
+   */
+  async eraseAccount() {
+    if (!confirm(ERASE_CONFIRM)) return;
+    const button = $("erase-account");
+    button.disabled = true;
+    say(this.loginMessage, "正在删除…");
+    try {
+      await this.api.eraseMe();
+    } catch (error) {
+      this.report(this.loginMessage, error);
+      return;
+    } finally {
+      button.disabled = false;
+    }
+    this.signOut(ERASED, { error: false });
+    const user = $("dev-user").value.trim();
+    if (!this.devLogin || !user) return;
+    await this.#logInAs(user);
+    if (this.api.token) say(this.loginMessage, `${ERASED}重新登录后是一个空账号。`);
   }
 }
 

@@ -62,6 +62,20 @@ export class SynthesisPanel {
     $("players").hidden = false;
   }
 
+  /** Forget the last task and the players' audio (signed out, or the account erased). */
+  reset() {
+    this.following?.abort();
+    this.setVoice(null);
+    for (const id of ["result-audio", "original-audio"]) {
+      $(id).pause();
+      $(id).removeAttribute("src");
+    }
+    $("players").hidden = true;
+    $("progress-log").replaceChildren();
+    $("task-status").textContent = "";
+    say(this.message, "");
+  }
+
   playResult() {
     this.#play($("result-audio"), $("original-audio"));
   }
