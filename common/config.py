@@ -7,7 +7,13 @@ import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from common.vocabulary import AIGC_LABELS, ENGINE_NAMES, MINIPROGRAM_STATES, WECHAT_LANGS
+from common.vocabulary import (
+    AIGC_LABELS,
+    COSYVOICE_TEXT_FRONTENDS,
+    ENGINE_NAMES,
+    MINIPROGRAM_STATES,
+    WECHAT_LANGS,
+)
 
 # The emulator's test app. Real deployments override all of these (README "WeChat configuration").
 EMULATOR_APPID = "wxvoicerelay0test0"
@@ -86,6 +92,10 @@ class Settings:
 
     tts_engine: str = "espeak"
     cosyvoice_model_dir: str | None = None
+    # Upstream's text normalisation (synth_worker/engines/cosyvoice3.py): which frontend, and where
+    # wetext's FST files are (the GPU image ships them; a worker never downloads them).
+    cosyvoice_text_frontend: str = COSYVOICE_TEXT_FRONTENDS[0]
+    cosyvoice_wetext_dir: str | None = None
     # China's AIGC labelling rules (synth_worker/labels.py): the audible label every output carries,
     # and the provider named in every output's implicit (metadata) label.
     aigc_explicit_label: str = AIGC_LABELS[0]
@@ -171,6 +181,10 @@ class Settings:
         engine = text("TTS_ENGINE", d.tts_engine)
         if engine not in ENGINE_NAMES:
             raise ConfigError("TTS_ENGINE must be espeak or cosyvoice3")
+        text_frontend = text("COSYVOICE_TEXT_FRONTEND", d.cosyvoice_text_frontend)
+        if text_frontend not in COSYVOICE_TEXT_FRONTENDS:
+            frontends = ", ".join(COSYVOICE_TEXT_FRONTENDS)
+            raise ConfigError(f"COSYVOICE_TEXT_FRONTEND must be one of {frontends}, got {text_frontend!r}")
         aigc_label = text("AIGC_EXPLICIT_LABEL", d.aigc_explicit_label)
         if aigc_label not in AIGC_LABELS:
             labels = ", ".join(AIGC_LABELS)
@@ -221,6 +235,8 @@ class Settings:
             worker_metrics_port=integer("WORKER_METRICS_PORT", d.worker_metrics_port, minimum=1),
             tts_engine=engine,
             cosyvoice_model_dir=env.get("COSYVOICE_MODEL_DIR", "").strip() or None,
+            cosyvoice_text_frontend=text_frontend,
+            cosyvoice_wetext_dir=env.get("COSYVOICE_WETEXT_DIR", "").strip() or None,
             aigc_explicit_label=aigc_label,
             aigc_producer=aigc_producer,
             rate_limit_per_minute=integer("RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute, minimum=1),
@@ -284,6 +300,8 @@ class Settings:
             "WORKER_METRICS_PORT": str(self.worker_metrics_port),
             "TTS_ENGINE": self.tts_engine,
             "COSYVOICE_MODEL_DIR": self.cosyvoice_model_dir or "",
+            "COSYVOICE_TEXT_FRONTEND": self.cosyvoice_text_frontend,
+            "COSYVOICE_WETEXT_DIR": self.cosyvoice_wetext_dir or "",
             "AIGC_EXPLICIT_LABEL": self.aigc_explicit_label,
             "AIGC_PRODUCER": self.aigc_producer,
             "RATE_LIMIT_PER_MINUTE": str(self.rate_limit_per_minute),

@@ -21,6 +21,10 @@ DEFAULT_AUDIO_FORMAT = AUDIO_FORMATS[0]
 ESPEAK, COSYVOICE3 = "espeak", "cosyvoice3"
 ENGINE_NAMES = (ESPEAK, COSYVOICE3)
 
+# CosyVoice3's text normalisation (COSYVOICE_TEXT_FRONTEND): upstream's wetext with its FST files
+# from COSYVOICE_WETEXT_DIR, the ttsfrd package, or none (explicitly off); the first is the default.
+COSYVOICE_TEXT_FRONTENDS = ("wetext", "ttsfrd", "none")
+
 # WeChat's mini program versions (WECHAT_MINIPROGRAM_STATE, subscribeMessage.send's
 # `miniprogram_state`): the released one, the trial build and the developer build.
 MINIPROGRAM_STATES = ("formal", "trial", "developer")

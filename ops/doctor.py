@@ -17,7 +17,7 @@ from common.config import EMULATOR_SECRET, Settings
 from events import names
 from events.bus import CONSUMERS, DEADLETTER_CONSUMERS, KV_BUCKETS, EventBus
 from storage.objects import ObjectStore, StorageError
-from synth_worker.engines.registry import probe_engine
+from synth_worker.engines.registry import EngineOptions, probe_engine
 from wechat_adapter.wechat.subscribe_message import TemplateMapping
 
 _TIMEOUT_S = 5.0
@@ -131,7 +131,7 @@ def check_wechat(settings: Settings) -> list[Check]:
 async def check_engine(settings: Settings) -> list[Check]:
     try:
         described = await asyncio.to_thread(
-            probe_engine, settings.tts_engine, model_dir=settings.cosyvoice_model_dir
+            probe_engine, settings.tts_engine, EngineOptions.from_settings(settings)
         )
     except Exception as exc:  # the engine's own words are the diagnosis
         return [Check("engine", False, f"{settings.tts_engine}: {exc}")]

@@ -136,11 +136,17 @@ def run(args: argparse.Namespace) -> int:
         return 1
     started = time.perf_counter()
     try:
-        engine = CosyVoice3Engine.load(args.model_dir or Settings.from_env().cosyvoice_model_dir)
+        settings = Settings.from_env()
+        engine = CosyVoice3Engine.load(
+            args.model_dir or settings.cosyvoice_model_dir,
+            text_frontend=settings.cosyvoice_text_frontend,
+            wetext_dir=settings.cosyvoice_wetext_dir,
+        )
     except EngineError as exc:
         print(exc)
         return 1
-    print(f"{engine.version} loaded in {time.perf_counter() - started:.1f} s on {_gpu_name()}")
+    loaded_s, frontend = time.perf_counter() - started, engine.text_frontend or "none (normalisation off)"
+    print(f"{engine.version} loaded in {loaded_s:.1f} s on {_gpu_name()}, text frontend {frontend}")
     print(f"prompt: {prompt.duration_s:.1f} s, transcript {transcript!r}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "prompt.wav").write_bytes(encode_audio(prompt, "wav"))  # to compare the voices by ear

@@ -20,7 +20,7 @@ from events.state import SharedState
 from events.supervision import Supervisor, shutdown_executor
 from storage.objects import ObjectStore
 from synth_worker.engines.base import DelayedEngine, Engine
-from synth_worker.engines.registry import load_engine
+from synth_worker.engines.registry import EngineOptions, load_engine
 from synth_worker.erasure import VoiceDeletions
 from synth_worker.jobs import JobRunner
 from synth_worker.labels import explicit_label
@@ -102,7 +102,7 @@ async def run_worker(
         loop = asyncio.get_running_loop()
         if engine is None:
             engine = await loop.run_in_executor(
-                executor, lambda: load_engine(settings.tts_engine, model_dir=settings.cosyvoice_model_dir)
+                executor, lambda: load_engine(settings.tts_engine, EngineOptions.from_settings(settings))
             )
         if settings.engine_delay_s > 0:
             engine = DelayedEngine(engine, settings.engine_delay_s)

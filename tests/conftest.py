@@ -4,7 +4,8 @@ Infrastructure first (NATS, S3); fixtures for our own processes build on these f
 
 Every test is marked either `stack` or `unit`: `stack` when it uses a service fixture (found from its
 fixture closure, so nobody has to remember) or its module says `pytestmark = pytest.mark.stack`
-(it starts processes itself); `unit` otherwise. `pytest -m unit` is the fast feedback loop.
+(it starts processes itself); `upstream` when it runs upstream CosyVoice in its own environment
+(tests/test_cosyvoice3_upstream.py); `unit` otherwise. `pytest -m unit` is the fast feedback loop.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         uses_services = _SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
         if uses_services and item.get_closest_marker("stack") is None:
             item.add_marker(pytest.mark.stack)
-        if item.get_closest_marker("stack") is None:
+        if item.get_closest_marker("stack") is None and item.get_closest_marker("upstream") is None:
             item.add_marker(pytest.mark.unit)
 
 

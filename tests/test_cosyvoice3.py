@@ -35,7 +35,7 @@ from synth_worker.engines.cosyvoice_prompts import (
     zero_shot_prompt_text,
 )
 from synth_worker.engines.errors import EngineError, EngineInputError, EngineUnavailable
-from synth_worker.engines.registry import load_engine, probe_engine
+from synth_worker.engines.registry import EngineOptions, load_engine, probe_engine
 
 PREFIX = "You are a helpful assistant.<|endofprompt|>"
 TRANSCRIPT = "希望你以后能够做的比我还好呦。"
@@ -443,7 +443,7 @@ def test_an_incomplete_model_dir_names_what_is_missing(model_dir: Path) -> None:
     (model_dir / "CosyVoice-BlankEN").write_bytes(b"")  # a file where a directory belongs
     assert missing_model_files(model_dir) == ["flow.pt", "CosyVoice-BlankEN/"]
     with pytest.raises(EngineUnavailable) as raised:
-        load_engine("cosyvoice3", model_dir=str(model_dir))
+        load_engine("cosyvoice3", EngineOptions(model_dir=str(model_dir), text_frontend="none"))
     assert "flow.pt, CosyVoice-BlankEN/" in str(raised.value)
     assert "llm.pt" not in str(raised.value)
 
@@ -480,7 +480,7 @@ def fake_upstream(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple, dict]]:
 def test_load_builds_the_model_once_without_trt_vllm_or_fp16(
     model_dir: Path, fake_upstream: list[tuple[tuple, dict]]
 ) -> None:
-    engine = load_engine("cosyvoice3", model_dir=str(model_dir))
+    engine = load_engine("cosyvoice3", EngineOptions(model_dir=str(model_dir), text_frontend="none"))
     assert isinstance(engine, CosyVoice3Engine)
     assert fake_upstream == [((str(model_dir),), {"load_trt": False, "load_vllm": False, "fp16": False})]
     assert engine.name == "cosyvoice3" and engine.version == f"cosyvoice3-{model_dir.name}"
@@ -496,7 +496,7 @@ def test_a_model_that_fails_to_load_is_unavailable(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.mkdir() if name.endswith("/") else path.write_bytes(b"")
     with pytest.raises(EngineUnavailable, match=r"loading .* failed"):
-        CosyVoice3Engine.load(str(broken))
+        CosyVoice3Engine.load(str(broken), text_frontend="none")
 
 
 def test_importing_the_engine_imports_neither_torch_nor_upstream() -> None:
@@ -549,6 +549,7 @@ def test_gpu_smoke_command_with_a_stand_in_model(
     model_dir: Path, fake_upstream: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
     monkeypatch.setattr(gpu_smoke, "_gpu_name", lambda: "a stand-in GPU")
+    monkeypatch.setenv("COSYVOICE_TEXT_FRONTEND", "none")
     recording = tmp_path / "me.wav"
     recording.write_bytes(encode_audio(voice(6), "wav"))
     out = tmp_path / "smoke"
@@ -566,4 +567,94 @@ def test_gpu_smoke_command_with_a_stand_in_model(
 def test_doctor_probe_checks_the_model_dir_without_loading(tmp_path: Path) -> None:
     """`ops doctor` must not load 0.5 B parameters onto a GPU to say whether the engine could start."""
     with pytest.raises(EngineUnavailable, match=r"llm\.pt"):
-        probe_engine("cosyvoice3", model_dir=str(tmp_path))
+        probe_engine("cosyvoice3", EngineOptions(model_dir=str(tmp_path), text_frontend="none"))
+
+
+# --- text normalisation: wetext from local files, or a load that says why not ----------------------------
+
+
+@pytest.fixture
+def fake_wetext(monkeypatch: pytest.MonkeyPatch, fake_upstream: list) -> list[str]:
+    """A `wetext` module whose download answers what our engine tells it, and an upstream constructor
+    that, like upstream's frontend, asks it and falls back to no normalisation when it raises.
+    Returns the directories wetext was pointed at."""
+    asked: list[str] = []
+
+    def snapshot_download(repo: str) -> str:
+        raise AssertionError("the real download must never be reached")
+
+    module = types.ModuleType("wetext.wetext")
+    module.snapshot_download = snapshot_download  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "wetext", types.ModuleType("wetext"))
+    monkeypatch.setitem(sys.modules, "wetext.wetext", module)
+    upstream = sys.modules["cosyvoice.cli.cosyvoice"]
+    construct = upstream.CosyVoice3  # type: ignore[attr-defined]
+
+    def construct_with_frontend(*args: Any, **kwargs: Any) -> FakeCosyVoice3:
+        model = construct(*args, **kwargs)
+        try:
+            asked.append(module.snapshot_download("pengzhendong/wetext"))  # type: ignore[attr-defined]
+            model.frontend.text_frontend = "wetext"
+        except Exception:  # upstream's bare except
+            model.frontend.text_frontend = ""
+        return model
+
+    upstream.CosyVoice3 = construct_with_frontend  # type: ignore[attr-defined]
+    return asked
+
+
+def wetext_files(directory: Path) -> Path:
+    for name in cosyvoice3.WETEXT_FILES:
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_bytes(b"fst")
+    return directory
+
+
+def test_wetext_reads_its_files_from_the_configured_dir(
+    model_dir: Path, tmp_path: Path, fake_wetext: list
+) -> None:
+    wetext_dir = wetext_files(tmp_path / "wetext")
+    engine = CosyVoice3Engine.load(str(model_dir), text_frontend="wetext", wetext_dir=str(wetext_dir))
+    assert engine.text_frontend == "wetext" and fake_wetext == [str(wetext_dir)]
+    assert sys.modules["wetext.wetext"].snapshot_download.__name__ == "snapshot_download"  # restored
+
+
+@pytest.mark.parametrize("wetext_dir", [None, "absent", "incomplete"])
+def test_wetext_without_its_files_does_not_load(
+    model_dir: Path, tmp_path: Path, fake_wetext: list, wetext_dir: str | None
+) -> None:
+    if wetext_dir == "incomplete":
+        wetext_files(tmp_path / "incomplete")
+        (tmp_path / "incomplete" / "en/tn/verbalizer.fst").unlink()
+    directory = None if wetext_dir is None else str(tmp_path / wetext_dir)
+    with pytest.raises(EngineUnavailable) as raised:
+        CosyVoice3Engine.load(str(model_dir), text_frontend="wetext", wetext_dir=directory)
+    message = str(raised.value)
+    assert "COSYVOICE_WETEXT_DIR" in message and "COSYVOICE_TEXT_FRONTEND=none" in message
+    assert "fetch_wetext.py" in message
+    if wetext_dir == "incomplete":
+        assert "en/tn/verbalizer.fst" in message and "zh/tn/tagger.fst" not in message
+    assert fake_wetext == []
+
+
+def test_none_loads_without_normalisation_and_never_asks_for_files(
+    model_dir: Path, fake_wetext: list, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = CosyVoice3Engine.load(str(model_dir), text_frontend="none")
+    assert engine.text_frontend == "" and fake_wetext == []
+    assert "COSYVOICE_TEXT_FRONTEND=none" in caplog.text
+
+
+def test_a_frontend_upstream_did_not_take_up_fails_the_load(model_dir: Path, fake_wetext: list) -> None:
+    with pytest.raises(EngineUnavailable, match="upstream's text frontend is none"):
+        CosyVoice3Engine.load(str(model_dir), text_frontend="ttsfrd")
+
+
+def test_the_doctor_probe_names_the_text_frontend(
+    model_dir: Path, tmp_path: Path, fake_upstream: list
+) -> None:
+    wetext_dir = wetext_files(tmp_path / "wetext")
+    described = probe_engine("cosyvoice3", EngineOptions(str(model_dir), "wetext", str(wetext_dir)))
+    assert f"text frontend wetext, FST files in {wetext_dir}" in described
+    with pytest.raises(EngineUnavailable, match="COSYVOICE_WETEXT_DIR"):
+        probe_engine("cosyvoice3", EngineOptions(str(model_dir), "wetext", None))

@@ -28,7 +28,8 @@ RUN apt-get update \
     && python3.11 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
-RUN pip install --upgrade pip setuptools wheel \
+# torch/torchaudio from the CUDA 12.1 index first, so upstream's pins find them installed.
+RUN pip install --upgrade pip \
     && pip install "torch==${TORCH_VERSION}" "torchaudio==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
 
 # CosyVoice at a pinned commit, with its Matcha-TTS submodule (GitHub serves a commit by id to a shallow fetch).
@@ -39,26 +40,12 @@ RUN git init -q /opt/CosyVoice \
     && git checkout -q FETCH_HEAD \
     && git submodule update -q --init --recursive --depth 1 \
     && rm -rf .git
-# Its requirements, less what inference with load_trt=False / load_vllm=False never imports (training:
-# deepspeed, tensorboard; web demos: gradio, fastapi, uvicorn; TensorRT), less torch/torchaudio
-# (installed above from the CUDA index), and less pyworld: its sdist fails on import with current
-# setuptools and CosyVoice inference never imports it, while our espeak engine (which
-# `python -m ops` imports) does, so the project's prebuilt wheel of the same module goes in below.
-RUN grep -viE '^(deepspeed|gradio|fastapi(-cli)?|uvicorn|tensorboard|tensorrt[-a-z0-9]*|torch|torchaudio|pyworld)(==|[ ;]|$)' \
-        /opt/CosyVoice/requirements.txt > /tmp/cosyvoice-requirements.txt \
-    && pip install -r /tmp/cosyvoice-requirements.txt
-ENV PYTHONPATH=/opt/CosyVoice:/opt/CosyVoice/third_party/Matcha-TTS
+ENV PYTHONPATH=/opt/CosyVoice:/opt/CosyVoice/third_party/Matcha-TTS \
+    COSYVOICE_WETEXT_DIR=/opt/wetext
 
-# This project, on CosyVoice's NumPy. pyproject pins numpy==2.4.6 and CosyVoice numpy==1.26.4; its
-# torch 2.3.1 and onnxruntime-gpu 1.18 are built against NumPy 1.x and fail to import under 2.x.
-# The model's stack wins (moving torch would leave the set upstream tested), and our code only uses
-# NumPy that 1.26 has; no dependency of ours asks for NumPy 2. So:
-# - numpy stays out of our list and is constrained to the installed version: pip fails the build
-#   rather than upgrade it if a dependency ever wants 2.x;
-# - onnxruntime stays out: onnxruntime-gpu provides the same module, the CPU wheel would overwrite it;
-# - pyworld-prebuilt comes in from the `voice` extra (see above); the rest of that extra (torch 2.13,
-#   Resemblyzer) does not: without it the worker runs without its speaker-similarity signal.
-# The last step imports what the worker and `python -m ops` import, so a broken set fails the build.
+# Upstream's inference requirements, then this project on upstream's NumPy, the text-normalisation
+# files (the worker never downloads them), and an import check: one script, ops/docker/install_cosyvoice.sh,
+# which `make upstream-env` runs too, so CI builds the same set on a CPU and tests the engine in it.
 COPY pyproject.toml README.md /src/
 COPY common /src/common
 COPY events /src/events
@@ -66,19 +53,9 @@ COPY storage /src/storage
 COPY wechat_adapter /src/wechat_adapter
 COPY synth_worker /src/synth_worker
 COPY ops /src/ops
-RUN python -c "import numpy; print(f'numpy=={numpy.__version__}')" > /tmp/constraints.txt \
-    && python -c "import re, tomllib; \
-project = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
-name = lambda req: re.split(r'[<>=!~\[; ]', req, maxsplit=1)[0].lower(); \
-deps = [d for d in project['dependencies'] if name(d) not in {'numpy', 'onnxruntime'}]; \
-deps += [d for d in project['optional-dependencies']['voice'] if name(d) == 'pyworld-prebuilt']; \
-print('\n'.join(deps))" > /tmp/voicerelay-requirements.txt \
-    && pip install -c /tmp/constraints.txt -r /tmp/voicerelay-requirements.txt \
+RUN COSYVOICE_EXTRA_INDEXES=1 bash /src/ops/docker/install_cosyvoice.sh /opt/CosyVoice /src \
     && pip install --no-deps /src \
-    && rm -rf /src /tmp/*.txt \
-    && python -c "import numpy, onnxruntime, torch; assert numpy.__version__ == '1.26.4', numpy.__version__; \
-import cosyvoice.cli.cosyvoice, synth_worker.worker, synth_worker.engines.cosyvoice3; \
-from ops.cli import build_parser; build_parser()" \
+    && rm -rf /src \
     && useradd --system --uid 10001 --home-dir /app --create-home voicerelay
 
 WORKDIR /app

@@ -8,12 +8,13 @@ state on the model object.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from common.audio import Pcm, encode_audio, resample
 from common.owners import owned_key
-from common.vocabulary import COSYVOICE3, CROSS_LINGUAL, INSTRUCT, ZERO_SHOT
+from common.vocabulary import COSYVOICE3, COSYVOICE_TEXT_FRONTENDS, CROSS_LINGUAL, INSTRUCT, ZERO_SHOT
 from synth_worker.engines.base import SynthesisRequest
 from synth_worker.engines.cosyvoice_prompts import (
     MAX_CHUNK_WEIGHT,
@@ -81,6 +82,86 @@ def check_model_dir(model_dir: str | None) -> Path:
             f"cosyvoice3: model directory {directory} is incomplete, missing {', '.join(missing)}"
         )
     return directory
+
+
+# The FST files upstream's `wetext.Normalizer(remove_erhua=False)` reads (Chinese and English text
+# normalisation), as wetext lays them out; ops/docker/fetch_wetext.py writes them.
+WETEXT_FILES = ("zh/tn/tagger.fst", "zh/tn/verbalizer.fst", "en/tn/tagger.fst", "en/tn/verbalizer.fst")
+_FIX_FRONTEND = (
+    "the GPU image ships the files (COSYVOICE_WETEXT_DIR=/opt/wetext); elsewhere write them with "
+    "`python ops/docker/fetch_wetext.py DIR`, or set COSYVOICE_TEXT_FRONTEND=none to synthesise "
+    "without normalisation (numbers, dates and units are then read as written)"
+)
+
+
+def check_wetext_dir(wetext_dir: str | None) -> Path:
+    """The wetext FST directory, or EngineUnavailable naming what is missing and how to fix it."""
+    if not wetext_dir:
+        raise EngineUnavailable(
+            f"cosyvoice3: COSYVOICE_TEXT_FRONTEND=wetext needs COSYVOICE_WETEXT_DIR; {_FIX_FRONTEND}"
+        )
+    directory = Path(wetext_dir)
+    missing = [name for name in WETEXT_FILES if not (directory / name).is_file()]
+    if missing:
+        raise EngineUnavailable(
+            f"cosyvoice3: COSYVOICE_WETEXT_DIR {directory} lacks {', '.join(missing)}; {_FIX_FRONTEND}"
+        )
+    return directory
+
+
+@contextlib.contextmanager
+def _offline_text_frontend(text_frontend: str, wetext_dir: str | None) -> Iterator[None]:
+    """While upstream loads: wetext finds its FST files in `wetext_dir` and never downloads them.
+
+    Upstream's frontend makes `wetext.Normalizer()`, which fetches its files from ModelScope at every
+    load; offline, a bare `except` then turns normalisation off without a word. Here the fetch is
+    answered with the local directory (`wetext`) or refused at once (`ttsfrd`, `none`).
+    """
+    try:
+        import wetext.wetext as wetext_module  # type: ignore[import-not-found]
+    except ImportError as exc:
+        if text_frontend == "wetext":
+            raise EngineUnavailable(
+                f"cosyvoice3: wetext cannot be imported ({exc}); {_FIX_FRONTEND}"
+            ) from exc
+        yield
+        return
+    if text_frontend == "wetext":
+        directory = str(check_wetext_dir(wetext_dir))
+
+        def fetch(*_args: object, **_kwargs: object) -> str:
+            return directory
+    else:
+
+        def fetch(*_args: object, **_kwargs: object) -> str:
+            raise RuntimeError(f"COSYVOICE_TEXT_FRONTEND={text_frontend}: wetext is not used")
+
+    original = wetext_module.snapshot_download
+    wetext_module.snapshot_download = fetch
+    try:
+        yield
+    finally:
+        wetext_module.snapshot_download = original
+
+
+def _settle_text_frontend(model: Any, text_frontend: str) -> str:
+    """Check upstream's frontend is the one asked for; returns it ("" for none)."""
+    frontend = getattr(model, "frontend", None)
+    active = str(getattr(frontend, "text_frontend", ""))
+    if text_frontend == "none":
+        if frontend is not None:
+            frontend.text_frontend = ""  # upstream skips normalisation for this value
+        log.warning(
+            "COSYVOICE_TEXT_FRONTEND=none: text normalisation is off, numbers, dates and units are read "
+            "as written"
+        )
+        return ""
+    if active != text_frontend:
+        raise EngineUnavailable(
+            f"cosyvoice3: COSYVOICE_TEXT_FRONTEND={text_frontend}, but upstream's text frontend is "
+            f"{active or 'none'} (its load log says why); {_FIX_FRONTEND}"
+        )
+    return active
 
 
 def import_upstream() -> Callable[..., Any]:
@@ -192,9 +273,12 @@ class CosyVoice3Engine:
         version: str = COSYVOICE3,
         max_speakers: int = DEFAULT_MAX_SPEAKERS,
         max_chunk_weight: float = MAX_CHUNK_WEIGHT,
+        text_frontend: str = "",
     ) -> None:
+        """`text_frontend`: the text normalisation upstream applies ("" for none), for `ops doctor`."""
         self._model = model
         self.version = version
+        self.text_frontend = text_frontend
         self.sample_rate_hz = int(model.sample_rate)
         self._speakers = _SpeakerRegistry(model, max_speakers)
         self._max_chunk_weight = max_chunk_weight
@@ -202,18 +286,35 @@ class CosyVoice3Engine:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, model_dir: str | None) -> CosyVoice3Engine:
-        """Check the model directory, import upstream, load the model (slow: once per process)."""
+    def load(
+        cls,
+        model_dir: str | None,
+        *,
+        text_frontend: str = COSYVOICE_TEXT_FRONTENDS[0],
+        wetext_dir: str | None = None,
+    ) -> CosyVoice3Engine:
+        """Check the model directory and the text frontend's files, import upstream, load the model
+        (slow: once per process). `text_frontend`, `wetext_dir`: COSYVOICE_TEXT_FRONTEND and
+        COSYVOICE_WETEXT_DIR; the load fails rather than run without the normalisation asked for."""
+        if text_frontend not in COSYVOICE_TEXT_FRONTENDS:
+            raise EngineUnavailable(f"cosyvoice3: unknown text frontend {text_frontend!r}")
         directory = check_model_dir(model_dir)
         cosyvoice3 = import_upstream()
-        try:
-            model = cosyvoice3(str(directory), load_trt=False, load_vllm=False, fp16=False)
-        except Exception as exc:  # whatever upstream raises here, the engine cannot start
-            raise EngineUnavailable(f"cosyvoice3: loading {directory} failed: {exc}") from exc
-        engine = cls(model, version=f"cosyvoice3-{directory.name}")
+        with _offline_text_frontend(text_frontend, wetext_dir):
+            try:
+                model = cosyvoice3(str(directory), load_trt=False, load_vllm=False, fp16=False)
+            except Exception as exc:  # whatever upstream raises here, the engine cannot start
+                raise EngineUnavailable(f"cosyvoice3: loading {directory} failed: {exc}") from exc
+        active = _settle_text_frontend(model, text_frontend)
+        engine = cls(model, version=f"cosyvoice3-{directory.name}", text_frontend=active)
         if not _cuda_available():
             log.warning("no CUDA device: CosyVoice3 runs on the CPU, far slower than real time")
-        log.info("CosyVoice3 loaded from %s at %d Hz", directory, engine.sample_rate_hz)
+        log.info(
+            "CosyVoice3 loaded from %s at %d Hz, text frontend %s",
+            directory,
+            engine.sample_rate_hz,
+            active or "none",
+        )
         return engine
 
     @property

@@ -8,14 +8,31 @@ import cycle between them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from common.vocabulary import COSYVOICE3, ENGINE_NAMES, ESPEAK
+from common.config import Settings
+from common.vocabulary import COSYVOICE3, COSYVOICE_TEXT_FRONTENDS, ENGINE_NAMES, ESPEAK
 from synth_worker.engines.base import Engine
 from synth_worker.engines.errors import EngineUnavailable
 
 
-def _load_espeak(model_dir: str | None) -> Engine:
-    # model_dir is not used: espeak's data ships in its wheel.
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """What engines take from the settings; espeak needs none of it."""
+
+    model_dir: str | None = None  # COSYVOICE_MODEL_DIR
+    text_frontend: str = COSYVOICE_TEXT_FRONTENDS[0]  # COSYVOICE_TEXT_FRONTEND
+    wetext_dir: str | None = None  # COSYVOICE_WETEXT_DIR
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EngineOptions:
+        return cls(
+            settings.cosyvoice_model_dir, settings.cosyvoice_text_frontend, settings.cosyvoice_wetext_dir
+        )
+
+
+def _load_espeak(options: EngineOptions) -> Engine:
+    # No option is used: espeak's data ships in its wheel.
     try:
         from synth_worker.engines.espeak import EspeakEngine
     except ImportError as exc:
@@ -23,35 +40,45 @@ def _load_espeak(model_dir: str | None) -> Engine:
     return EspeakEngine()
 
 
-def _load_cosyvoice3(model_dir: str | None) -> Engine:
+def _load_cosyvoice3(options: EngineOptions) -> Engine:
     # Imports torch and the upstream CosyVoice code only when loading.
     from synth_worker.engines.cosyvoice3 import CosyVoice3Engine
 
-    return CosyVoice3Engine.load(model_dir)
+    return CosyVoice3Engine.load(
+        options.model_dir, text_frontend=options.text_frontend, wetext_dir=options.wetext_dir
+    )
 
 
-def _probe_cosyvoice3(model_dir: str | None) -> str:
-    # The model files and the upstream code, without loading a model onto a GPU.
-    from synth_worker.engines.cosyvoice3 import check_model_dir, import_upstream
+def _probe_cosyvoice3(options: EngineOptions) -> str:
+    # The model files, the text frontend's files and the upstream code, without loading a model.
+    from synth_worker.engines.cosyvoice3 import check_model_dir, check_wetext_dir, import_upstream
 
-    directory = check_model_dir(model_dir)
+    directory = check_model_dir(options.model_dir)
+    if options.text_frontend == "wetext":
+        frontend = f"text frontend wetext, FST files in {check_wetext_dir(options.wetext_dir)}"
+    elif options.text_frontend == "none":
+        frontend = "text frontend none (normalisation off)"
+    else:
+        frontend = "text frontend ttsfrd (checked at load)"
     import_upstream()
-    return f"cosyvoice3: model files complete in {directory}, CosyVoice code importable (not loaded)"
+    return (
+        f"cosyvoice3: model files complete in {directory}, {frontend}, CosyVoice code importable (not loaded)"
+    )
 
 
 # Engine name -> its loader; every name in common.vocabulary.ENGINE_NAMES has one.
-_LOADERS: dict[str, Callable[[str | None], Engine]] = {
+_LOADERS: dict[str, Callable[[EngineOptions], Engine]] = {
     ESPEAK: _load_espeak,
     COSYVOICE3: _load_cosyvoice3,
 }
 # Engines whose check for `ops doctor` is lighter than loading them; the others are loaded.
-_PROBES: dict[str, Callable[[str | None], str]] = {
+_PROBES: dict[str, Callable[[EngineOptions], str]] = {
     COSYVOICE3: _probe_cosyvoice3,
 }
 assert set(_LOADERS) == set(ENGINE_NAMES), "every engine name needs a loader"
 
 
-def load_engine(name: str, *, model_dir: str | None = None) -> Engine:
+def load_engine(name: str, options: EngineOptions | None = None) -> Engine:
     """Start the named engine (slow: run it in the engine's executor, once per process).
 
     Raises EngineUnavailable with a message fit for the operator.
@@ -59,16 +86,16 @@ def load_engine(name: str, *, model_dir: str | None = None) -> Engine:
     loader = _LOADERS.get(name)
     if loader is None:
         raise EngineUnavailable(f"unknown engine {name!r}; expected one of {list(ENGINE_NAMES)}")
-    return loader(model_dir)
+    return loader(options or EngineOptions())
 
 
-def probe_engine(name: str, *, model_dir: str | None = None) -> str:
+def probe_engine(name: str, options: EngineOptions | None = None) -> str:
     """Whether the named engine could start, without loading a model onto a GPU (for `ops doctor`).
 
     Returns a one-line description; raises EngineUnavailable as load_engine would.
     """
     probe = _PROBES.get(name)
     if probe is not None:
-        return probe(model_dir)
-    engine = load_engine(name, model_dir=model_dir)
+        return probe(options or EngineOptions())
+    engine = load_engine(name, options)
     return f"{engine.name} {engine.version}, {engine.sample_rate_hz} Hz"
