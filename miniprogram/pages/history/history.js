@@ -7,6 +7,7 @@ const api = require('../../utils/api');
 const config = require('../../config');
 const { Player } = require('../../utils/player');
 const { messageOf } = require('../../utils/errors');
+const { confirmDestructive } = require('../../utils/confirm');
 const { taskStatusText, shortTime } = require('../../utils/format');
 
 function forList(task) {
@@ -70,15 +71,10 @@ Page({
   },
 
   signOut() {
-    return new Promise((resolve) => {
-      wx.showModal({
-        title: '退出登录？',
-        content: '这台手机上的登录会失效，声音和合成记录都会保留。再次使用时会用当前微信重新登录。',
-        confirmText: '退出',
-        confirmColor: '#d93025',
-        success: (res) => resolve(res.confirm),
-        fail: () => resolve(false),
-      });
+    return confirmDestructive({
+      title: '退出登录？',
+      content: '这台手机上的登录会失效，声音和合成记录都会保留。再次使用时会用当前微信重新登录。',
+      confirmText: '退出',
     }).then((confirmed) => (confirmed ? this.signOutNow() : null));
   },
 
@@ -98,15 +94,10 @@ Page({
   },
 
   eraseAccount() {
-    return new Promise((resolve) => {
-      wx.showModal({
-        title: '删除全部数据',
-        content: '将永久删除你上传的所有声音样本、合成记录和音频，且无法恢复。确定删除吗？',
-        confirmText: '删除',
-        confirmColor: '#d93025',
-        success: (res) => resolve(res.confirm),
-        fail: () => resolve(false),
-      });
+    return confirmDestructive({
+      title: '删除全部数据',
+      content: '将永久删除你上传的所有声音样本、合成记录和音频，且无法恢复。确定删除吗？',
+      confirmText: '删除',
     }).then((confirmed) => (confirmed ? this.eraseAccountNow() : null));
   },
 

@@ -9,6 +9,7 @@ const api = require('../../utils/api');
 const config = require('../../config');
 const { Player } = require('../../utils/player');
 const { messageOf } = require('../../utils/errors');
+const { confirmDestructive } = require('../../utils/confirm');
 const { voiceStatusText, shortTime } = require('../../utils/format');
 const { nextSentence, FIRST_SENTENCE } = require('../../utils/sentences');
 const { CONSENT_PROMPT, CONSENT_OPTIONS, CONSENT_MISSING } = require('../../utils/consent');
@@ -207,15 +208,10 @@ Page({
 
   deleteVoice(e) {
     const voiceId = e.currentTarget.dataset.id;
-    return new Promise((resolve) => {
-      wx.showModal({
-        title: '删除这段声音？',
-        content: '录音和由它提取的声音特征会被彻底删除，无法恢复。',
-        confirmText: '删除',
-        confirmColor: '#d93025',
-        success: (res) => resolve(res.confirm),
-        fail: () => resolve(false),
-      });
+    return confirmDestructive({
+      title: '删除这段声音？',
+      content: '录音和由它提取的声音特征会被彻底删除，无法恢复。',
+      confirmText: '删除',
     }).then((confirmed) => (confirmed ? this.removeVoice(voiceId) : null));
   },
 
