@@ -32,6 +32,12 @@ from wechat_adapter.context import Gateway
 from wechat_adapter.http.requests import GATEWAY
 from wechat_emulator.app import EMULATOR_KEY, Emulator, EmulatorConfig, create_emulator_app
 
+# How long a worker may take to start before a test calls it broken: a bound for a hang, not a speed
+# goal. A warm start takes a few seconds; the first one on a fresh machine loads torch and the
+# speaker encoder from a cold disk while NATS, S3 and the gateway start beside it on two cores, and
+# took over 30 s in a fresh CI checkout (16 s for the imports alone after dropping the page cache).
+WORKER_START_S = 120
+
 
 @dataclass
 class Stack:
@@ -129,7 +135,7 @@ async def another_worker(
     )
     waiting = asyncio.create_task(ready.wait())
     try:
-        await asyncio.wait({worker, waiting}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({worker, waiting}, timeout=WORKER_START_S, return_when=asyncio.FIRST_COMPLETED)
         assert ready.is_set(), "the worker did not start"
         yield runners[0]
     finally:
@@ -186,7 +192,7 @@ async def stack(nats_server: NatsServer, s3_server: SeaweedS3) -> AsyncIterator[
 
         resources.push_async_callback(stop_worker_task)
         ready = asyncio.create_task(worker_ready.wait())
-        await asyncio.wait({worker, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({worker, ready}, timeout=WORKER_START_S, return_when=asyncio.FIRST_COMPLETED)
         if not worker_ready.is_set():
             ready.cancel()
             raise RuntimeError("worker did not start") from worker.exception() if worker.done() else None
