@@ -119,6 +119,9 @@ def describe(event: Envelope) -> str:
         "errcode",
         "errmsg",
         "media_trace_id",
+        "voices",  # tts.user.erased: what went
+        "tasks",
+        "objects",
     )
     fields = [f"{k}={_shown(event.data[k])}" for k in keys if event.data.get(k) not in (None, "")]
     if isinstance(event.data.get("error"), dict):

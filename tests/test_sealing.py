@@ -49,3 +49,10 @@ def test_replay_lines_never_print_a_sealed_value() -> None:
     assert f"text={ERASED}" in line({"text": ERASED})
     long_text = "很长的一句话" * 20
     assert f"text={long_text[:39]}…" in line({"text": long_text})
+
+
+def test_an_erasure_line_says_what_went() -> None:
+    event = new_event(
+        EventType.USER_ERASED, openid=OWNER, trace_id="tr", data={"voices": 2, "tasks": 5, "objects": 9}
+    )
+    assert "voices=2 tasks=5 objects=9" in describe(event)
