@@ -136,12 +136,13 @@ class EventBus:
         return cls(nc, nc.jetstream())
 
     async def ensure_topology(
-        self, *, audit_max_age_s: float, output_max_age_s: float | None = None, replicas: int | None = None
+        self, *, audit_max_age_s: float, output_max_age_s: float, replicas: int | None = None
     ) -> None:
         """Create or update the streams, consumers and KV buckets; safe to run from every process.
 
-        `output_max_age_s` (OUTPUT_RETENTION_DAYS) is how long tasks and cached results live; every
-        long-running process passes it, from the same settings. None keeps the default of KV_BUCKETS.
+        `audit_max_age_s` and `output_max_age_s` (AUDIT_MAX_AGE_S, OUTPUT_RETENTION_DAYS) set how long
+        events, tasks, cached results and user keys live: required, because a process that left one
+        out would bring the deployment's buckets back to a default (every process passes its Settings').
 
         `replicas` (3 on a three-node cluster) is applied to every stream, consumer and new bucket.
         None follows the event stream as it exists (1 for a new deployment), so a process started
@@ -188,7 +189,6 @@ class EventBus:
                     num_replicas=replicas,
                 ),
             )
-        output_max_age_s = output_max_age_s or KV_BUCKETS[names.TASKS_BUCKET] or 0.0
         ttls = retention_ttls(audit_max_age_s=audit_max_age_s, output_max_age_s=output_max_age_s)
         for bucket, ttl_s in ttls.items():
             try:

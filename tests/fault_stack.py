@@ -135,7 +135,9 @@ async def fault_stack(
         await resources.enter_async_context(serving(create_app(settings), gateway_port))
         bus = await EventBus.connect(settings.nats_urls, name="fault-tests")
         resources.push_async_callback(bus.close)
-        await bus.ensure_topology(audit_max_age_s=settings.audit_max_age_s)
+        await bus.ensure_topology(
+            audit_max_age_s=settings.audit_max_age_s, output_max_age_s=settings.output_max_age_s
+        )
         store = ObjectStore.from_settings(settings)
         resources.callback(store.close)
         http = await resources.enter_async_context(aiohttp.ClientSession())

@@ -16,8 +16,13 @@ import pytest
 from aiohttp import web
 
 from common.config import Settings
+from common.owners import owned_key
 from events import names
 from events.bus import CONSUMERS, EventBus
+from events.envelope import Envelope, utc_now_iso
+from events.records import TaskRecord, TaskStatus
+from events.state import SharedState
+from events.task_events import requested_event
 from ops.client import ApiClient
 from ops.samples import SAMPLE_TEXT, speech, speech_sample  # noqa: F401  (re-exported for tests)
 from ops.services.nats import NatsServer
@@ -88,6 +93,29 @@ class Stack:
         voice = await client.wait_voice(reply.body["voice_id"])
         assert voice["status"] == "ready", voice
         return voice
+
+
+async def queued_job(
+    state: SharedState,
+    owner: str,
+    voice_id: str,
+    *,
+    text: str,
+    audio_format: str = "mp3",
+    trace_id: str = "tr_test",
+) -> tuple[TaskRecord, Envelope]:
+    """A queued zero-shot task on the owner's voice, filed in KV, and its job as the gateway publishes
+    it (texts sealed with the owner's key): for tests that hand jobs to a runner themselves."""
+    voice = await state.voices.get(owner, voice_id)
+    assert voice is not None
+    now = utc_now_iso()
+    task = TaskRecord(
+        task_id=f"t_{uuid.uuid4().hex[:26]}", owner=owner, status=TaskStatus.QUEUED, text=text,
+        voice_id=voice_id, mode="zero_shot", format=audio_format, trace_id=trace_id, created_at=now,
+        updated_at=now,
+    )  # fmt: skip
+    await state.tasks.create(owned_key(owner, task.task_id), task)
+    return task, requested_event(task, voice, await state.user_keys.key_for(owner))
 
 
 @contextlib.asynccontextmanager

@@ -18,16 +18,13 @@ import mutagen
 import mutagen.mp4
 import numpy as np
 import pytest
-from stack import Stack, another_worker
+from stack import Stack, another_worker, queued_job
 from test_worker_jobs import StandInMessage
 
 from common.audio import CONTENT_TYPES, Pcm, decode_audio, read_metadata, rms_dbfs
 from common.config import ConfigError, Settings
-from common.owners import owned_key
-from events.envelope import utc_now_iso
 from events.records import TaskRecord, TaskStatus
 from events.state import SharedState
-from events.task_events import requested_event
 from ops.samples import speech
 from synth_worker import labels
 from synth_worker.engines.base import SynthesisRequest
@@ -293,17 +290,11 @@ async def test_every_output_format_carries_both_labels(stack: Stack) -> None:
 
 async def run_job(stack: Stack, runner: JobRunner, owner: str, voice_id: str, text: str) -> TaskRecord:
     state = SharedState(stack.bus)
-    voice = await state.voices.get(owner, voice_id)
-    assert voice is not None
-    now = utc_now_iso()
-    task = TaskRecord(
-        task_id=f"t_{uuid.uuid4().hex[:26]}", owner=owner, status=TaskStatus.QUEUED, text=text,
-        voice_id=voice_id, mode="zero_shot", format="wav", trace_id="tr_labels", created_at=now,
-        updated_at=now,
-    )  # fmt: skip
-    await state.tasks.create(owned_key(owner, task.task_id), task)
+    task, event = await queued_job(
+        state, owner, voice_id, text=text, audio_format="wav", trace_id="tr_labels"
+    )
     message = StandInMessage(num_delivered=1)
-    await runner(requested_event(task, voice, await state.user_keys.key_for(task.owner)), message)
+    await runner(event, message)
     assert message.calls[-1] == "ack", message.calls
     done = await state.tasks.get(owner, task.task_id)
     assert done is not None and done.status == TaskStatus.SUCCEEDED

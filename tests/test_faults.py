@@ -98,7 +98,10 @@ async def test_changed_consumer_settings_update_the_durable(no_workers: FaultSta
     await js.add_consumer(names.STREAM, old)
     assert (await js.consumer_info(names.STREAM, names.WORKER_CONSUMER)).config.max_deliver == 5
 
-    await no_workers.bus.ensure_topology(audit_max_age_s=no_workers.settings.audit_max_age_s)
+    await no_workers.bus.ensure_topology(
+        audit_max_age_s=no_workers.settings.audit_max_age_s,
+        output_max_age_s=no_workers.settings.output_max_age_s,
+    )
     after = await js.consumer_info(names.STREAM, names.WORKER_CONSUMER)
     assert (after.config.ack_wait, after.config.max_deliver) == (WORKER.ack_wait_s, WORKER.max_deliver)
     assert after.created == before.created  # the same durable, not a new one
@@ -157,7 +160,9 @@ async def test_heartbeats_keep_a_job_longer_than_ack_wait(no_workers: FaultStack
                 [task_id] = await submit_all(user, voice["voice_id"], [SENTENCE])
                 done = await stack.wait_status(user.openid, task_id, FINAL, timeout_s=30)
     finally:
-        await stack.bus.ensure_topology(audit_max_age_s=stack.settings.audit_max_age_s)
+        await stack.bus.ensure_topology(
+            audit_max_age_s=stack.settings.audit_max_age_s, output_max_age_s=stack.settings.output_max_age_s
+        )
     assert done.status == TaskStatus.SUCCEEDED
     timeline = await task_timeline(stack.bus, task_id)
     assert [e.data["attempt"] for e in timeline if e.type == "tts.synthesis.started"] == [1]
@@ -194,7 +199,9 @@ async def test_a_job_out_of_deliveries_is_failed_and_dead_lettered(no_workers: F
         await eventually(dead_lettered, timeout_s=20)
     finally:
         await jobs.unsubscribe()
-        await stack.bus.ensure_topology(audit_max_age_s=stack.settings.audit_max_age_s)
+        await stack.bus.ensure_topology(
+            audit_max_age_s=stack.settings.audit_max_age_s, output_max_age_s=stack.settings.output_max_age_s
+        )
 
     await stack.start_worker()
     failed = await stack.wait_status(user.openid, task_id, FINAL, timeout_s=30)
@@ -336,7 +343,7 @@ async def cluster(fault_infra: FaultInfra) -> AsyncIterator[NatsCluster]:
             # What an operator runs once per deployment (a NATS_REPLICAS setting would do it at start).
             async def replicated() -> bool:
                 try:
-                    await bus.ensure_topology(audit_max_age_s=3600, replicas=3)
+                    await bus.ensure_topology(audit_max_age_s=3600, output_max_age_s=3600, replicas=3)
                 except nats.errors.Error:  # the meta group may still be electing its leader
                     return False
                 return True

@@ -282,7 +282,9 @@ class Delivery:
 async def bus(stack: Stack) -> AsyncIterator[EventBus]:
     bus = await EventBus.connect(stack.settings.nats_urls, name="tests-notifier")
     try:
-        await bus.ensure_topology(audit_max_age_s=stack.settings.audit_max_age_s)
+        await bus.ensure_topology(
+            audit_max_age_s=stack.settings.audit_max_age_s, output_max_age_s=stack.settings.output_max_age_s
+        )
         yield bus
     finally:
         await bus.close()

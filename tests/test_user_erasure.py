@@ -13,22 +13,20 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import pytest
-from stack import Stack
+from stack import Stack, queued_job
 from test_ops_cli import run_ops, stack_env
 from test_rejections import assert_error
 from test_speaker_profiles import fresh_text
 from test_worker_jobs import StandInMessage
 
 from common.audio import Pcm
-from common.owners import owned_key
 from events import names
 from events.bus import KV_BUCKETS, USER_KEY_SLACK_S
-from events.envelope import Envelope, utc_now_iso
-from events.records import TaskRecord, TaskStatus
+from events.envelope import Envelope
+from events.records import TaskRecord
 from events.replay import open_sealed, read_events, task_timeline
 from events.sealing import ERASED, SEALED_FIELDS, UserKeys, is_sealed
 from events.state import SharedState
-from events.task_events import requested_event
 from ops.client import ApiClient
 from storage.keys import owner_prefixes
 from synth_worker.engines.base import SynthesisRequest
@@ -180,20 +178,11 @@ class QueuedJob:
 
 
 @contextlib.asynccontextmanager
-async def queued_job(stack: Stack) -> AsyncIterator[QueuedJob]:
+async def held_job(stack: Stack) -> AsyncIterator[QueuedJob]:
     client = await stack.user()
     voice = await stack.ready_voice(client)
     owner, state = client.openid or "", SharedState(stack.bus)
-    voice_record = await state.voices.get(owner, voice["voice_id"])
-    assert voice_record is not None
-    now = utc_now_iso()
-    task = TaskRecord(
-        task_id=f"t_{uuid.uuid4().hex[:26]}", owner=owner, status=TaskStatus.QUEUED, text=fresh_text(),
-        voice_id=voice["voice_id"], mode="zero_shot", format="mp3", trace_id="tr_erasure", created_at=now,
-        updated_at=now,
-    )  # fmt: skip
-    await state.tasks.create(owned_key(owner, task.task_id), task)
-    event = requested_event(task, voice_record, await state.user_keys.key_for(owner))
+    task, event = await queued_job(state, owner, voice["voice_id"], text=fresh_text(), trace_id="tr_erasure")
     engine = HeldEspeak()
     with ThreadPoolExecutor(max_workers=1) as executor:
         runner = JobRunner(
@@ -209,7 +198,7 @@ async def queued_job(stack: Stack) -> AsyncIterator[QueuedJob]:
 async def test_a_job_running_during_erasure_leaves_no_audio_behind(stack: Stack) -> None:
     """Erasure sweeps S3 before the job stores its audio: the job finds its task gone and deletes it."""
     message = StandInMessage(num_delivered=1)
-    async with queued_job(stack) as queued:
+    async with held_job(stack) as queued:
         job = asyncio.create_task(queued.runner(queued.event, message))
         assert await asyncio.to_thread(queued.engine.started.wait, 30)
         await erase(queued.client)
@@ -225,7 +214,7 @@ async def test_a_job_running_during_erasure_leaves_no_audio_behind(stack: Stack)
 async def test_a_job_of_an_erased_user_is_dropped_without_synthesis(stack: Stack) -> None:
     """Its key is gone, so its sealed transcript cannot be read: nothing is synthesised."""
     message = StandInMessage(num_delivered=1)
-    async with queued_job(stack) as queued:
+    async with held_job(stack) as queued:
         # As erasure does it, but with the task still there: the middle of a race.
         await SharedState(stack.bus).user_keys.destroy(queued.owner)
         queued.engine.release.set()

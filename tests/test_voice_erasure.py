@@ -6,21 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from stack import Stack, another_worker
+from stack import Stack, another_worker, queued_job
 from test_cosyvoice3 import FakeCosyVoice3, request, voice
 from test_speaker_profiles import fresh_text, profile_keys
 from test_worker_jobs import StandInMessage
 
 from common.audio import Pcm
 from common.owners import owned_key
-from events.envelope import utc_now_iso
 from events.records import TaskRecord, TaskStatus
 from events.state import SharedState
-from events.task_events import requested_event
 from ops.client import ApiClient, eventually
 from storage.keys import features_prefix
 from synth_worker.engines.base import DelayedEngine, SynthesisRequest, forgets_voices
@@ -80,17 +77,9 @@ async def used_voice(stack: Stack) -> tuple[ApiClient, str, str]:
 async def run_job(stack: Stack, runner: JobRunner, owner: str, voice_id: str) -> TaskRecord:
     """A task on the voice, handed to `runner` as the work consumer would; the task once it ends."""
     state = SharedState(stack.bus)
-    voice_record = await state.voices.get(owner, voice_id)
-    assert voice_record is not None
-    now = utc_now_iso()
-    task = TaskRecord(
-        task_id=f"t_{uuid.uuid4().hex[:26]}", owner=owner, status=TaskStatus.QUEUED, text=fresh_text(),
-        voice_id=voice_id, mode="zero_shot", format="mp3", trace_id="tr_erasure", created_at=now,
-        updated_at=now,
-    )  # fmt: skip
-    await state.tasks.create(owned_key(owner, task.task_id), task)
+    task, event = await queued_job(state, owner, voice_id, text=fresh_text(), trace_id="tr_erasure")
     message = StandInMessage(num_delivered=1)
-    await runner(requested_event(task, voice_record, await state.user_keys.key_for(task.owner)), message)
+    await runner(event, message)
     assert message.calls[-1] in ("ack", "term"), message.calls
     done = await state.tasks.get(owner, task.task_id)
     assert done is not None
