@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -96,6 +97,11 @@ class Settings:
     # wetext's FST files are (the GPU image ships them; a worker never downloads them).
     cosyvoice_text_frontend: str = COSYVOICE_TEXT_FRONTENDS[0]
     cosyvoice_wetext_dir: str | None = None
+    # Seconds CosyVoice3 may go without progress (an LLM token or a chunk of audio) before the job fails
+    # and is retried, rather than hang the worker (the engine's DEFAULT_STALL_S, cosyvoice_calls.py).
+    cosyvoice_stall_s: float = 60.0
+    # Serve the LLM with vLLM (upstream's load_vllm: batched LLM decoding, GPU only, vllm in the image).
+    cosyvoice_vllm: bool = False
     # China's AIGC labelling rules (synth_worker/labels.py): the audible label every output carries,
     # and the provider named in every output's implicit (metadata) label.
     aigc_explicit_label: str = AIGC_LABELS[0]
@@ -237,6 +243,10 @@ class Settings:
             cosyvoice_model_dir=env.get("COSYVOICE_MODEL_DIR", "").strip() or None,
             cosyvoice_text_frontend=text_frontend,
             cosyvoice_wetext_dir=env.get("COSYVOICE_WETEXT_DIR", "").strip() or None,
+            cosyvoice_stall_s=_positive_float(
+                "COSYVOICE_STALL_S", env.get("COSYVOICE_STALL_S", ""), d.cosyvoice_stall_s
+            ),
+            cosyvoice_vllm=boolean("COSYVOICE_VLLM", d.cosyvoice_vllm),
             aigc_explicit_label=aigc_label,
             aigc_producer=aigc_producer,
             rate_limit_per_minute=integer("RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute, minimum=1),
@@ -302,6 +312,8 @@ class Settings:
             "COSYVOICE_MODEL_DIR": self.cosyvoice_model_dir or "",
             "COSYVOICE_TEXT_FRONTEND": self.cosyvoice_text_frontend,
             "COSYVOICE_WETEXT_DIR": self.cosyvoice_wetext_dir or "",
+            "COSYVOICE_STALL_S": str(self.cosyvoice_stall_s),
+            "COSYVOICE_VLLM": flag(self.cosyvoice_vllm),
             "AIGC_EXPLICIT_LABEL": self.aigc_explicit_label,
             "AIGC_PRODUCER": self.aigc_producer,
             "RATE_LIMIT_PER_MINUTE": str(self.rate_limit_per_minute),
@@ -365,6 +377,18 @@ def _non_negative_float(name: str, raw: str) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
     if value < 0:
         raise ConfigError(f"{name} must be >= 0")
+    return value
+
+
+def _positive_float(name: str, raw: str, default: float) -> float:
+    if not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not (value > 0 and math.isfinite(value)):  # nan and inf too: a wait must end
+        raise ConfigError(f"{name} must be a number of seconds > 0, got {raw!r}")
     return value
 
 

@@ -29,11 +29,14 @@ module.exports = {
   voiceNameMaxChars: 20,
   historyPageSize: 20,
   recording: {
-    // AAC at 16 kHz mono is what the gateway normalises to anyway; MP3 also works ('mp3').
+    // AAC at 24 kHz mono: the gateway keeps samples at 24 kHz (the rate CosyVoice3 takes its voice
+    // prompt at), so recording any lower throws away the top of the voice. MP3 also works ('mp3').
     format: 'aac',
-    sampleRate: 16000,
+    sampleRate: 24000,
     numberOfChannels: 1,
-    encodeBitRate: 48000, // within WeChat's allowed 24–96 kbps for AAC at 16 kHz
+    // WeChat refuses to record with a bit rate outside its range for the sample rate: at 24 kHz,
+    // 32–128 kbps. 64 kbps is transparent for AAC-LC speech (the gateway's own AAC rate).
+    encodeBitRate: 64000,
     minDurationMs: 3000, // the gateway refuses under 3 s of speech
     maxDurationMs: 15000, // guidance says 5–10 s; a little slack so slow readers are not cut off
   },

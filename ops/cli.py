@@ -30,7 +30,11 @@ VERBS: tuple[Verb, ...] = (
         "measure: pipeline vs the seed design (default); voices: engine, intake, similarity",
     ),
     Verb("demo", "ops.demo", "do what a mini program does against a running stack, end to end"),
-    Verb("gpu-smoke", "ops.gpu_smoke", "run CosyVoice3 on this GPU in every mode; print RTF, write WAVs"),
+    Verb(
+        "gpu-smoke",
+        "ops.gpu_smoke",
+        "stream CosyVoice3 on this GPU in every mode and N at once; print latency and RTF, write WAVs",
+    ),
 )
 
 

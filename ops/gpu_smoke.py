@@ -1,19 +1,28 @@
 """Check CosyVoice3 on a machine with a GPU and the weights: load the model from COSYVOICE_MODEL_DIR
-(or --model-dir), synthesise every mode (zero-shot twice, the second with the registered voice;
-cross-lingual; instruct with each --preset), print each one's real-time factor, write the WAVs.
+(or --model-dir), stream every mode (zero-shot twice, the second with the registered voice;
+cross-lingual; instruct with each --preset) and print, per mode, the time to the first chunk of audio,
+the total time, the audio's length and the real-time factor (total / audio); write the WAVs.
+
+Then --concurrency N streams of zero-shot at once, --rounds R times, with first-chunk and total
+p50/p99 and the throughput (audio seconds per wall second). The engine serves one stream at a time,
+so at N > 1 the first-chunk times include the wait behind the other streams.
 
 Without --prompt, a few seconds of espeak-ng Mandarin stand in for a recording. Needs the CosyVoice
-code on PYTHONPATH, as in ops/docker/gpu.Dockerfile. Exits 1 if loading or any synthesis fails.
+code on PYTHONPATH, as in ops/docker/gpu.Dockerfile. COSYVOICE_TEXT_FRONTEND, COSYVOICE_WETEXT_DIR,
+COSYVOICE_STALL_S and COSYVOICE_VLLM apply as in the worker. Exits 1 if loading or any synthesis fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import numpy as np
 
 from common.audio import AudioError, Pcm, decode_audio, encode_audio, resample
 from common.config import Settings
@@ -28,23 +37,52 @@ DEFAULT_CROSS_LINGUAL_TEXT = "This is my own voice, speaking English for the fir
 DEFAULT_PRESETS = ("sichuan", "happy")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Case:
     name: str  # also the WAV's file name
     request: SynthesisRequest
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Outcome:
+    """One stream, timed from the call of `synthesize_stream` to its first piece and to its end."""
+
     name: str
     audio_s: float
-    synthesis_s: float
-    path: Path | None  # None when it failed
+    synthesis_s: float  # the whole stream (or until it failed)
+    first_chunk_s: float | None  # None when no audio came
+    path: Path | None = None  # the WAV; None when it failed or none was written
     error: str | None = None
 
     @property
     def real_time_factor(self) -> float:
         return self.synthesis_s / self.audio_s if self.audio_s > 0 else float("inf")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadReport:
+    """`concurrency` streams at once, `rounds` times over."""
+
+    concurrency: int
+    rounds: int
+    outcomes: list[Outcome]
+    wall_s: float  # the rounds' wall-clock time, added up
+
+    @property
+    def succeeded(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.error is None]
+
+    @property
+    def throughput(self) -> float:
+        """Seconds of audio made per second of wall-clock time."""
+        return sum(o.audio_s for o in self.succeeded) / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +101,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"an instruct preset; repeatable (default: {', '.join(DEFAULT_PRESETS)})",
     )
     parser.add_argument("--out", type=Path, default=Path("var/gpu-smoke"), help="where to write the WAVs")
+    parser.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="zero-shot streams at once, after the modes (default: 1)",
+    )
+    parser.add_argument(
+        "--rounds", type=_positive_int, default=3, metavar="R", help="how often to run them (default: 3)"
+    )
 
 
 def smoke_cases(
@@ -89,22 +137,100 @@ def smoke_cases(
     ]
 
 
+def stream_once(engine: Engine, name: str, request: SynthesisRequest) -> tuple[Outcome, Pcm | None]:
+    """Stream `request` to its end, timing it; the pieces joined, or None if it failed."""
+    started = time.perf_counter()
+    first_chunk_s: float | None = None
+    pieces: list[Pcm] = []
+    try:
+        for piece in engine.synthesize_stream(request):
+            if first_chunk_s is None:
+                first_chunk_s = time.perf_counter() - started
+            pieces.append(piece)
+    except EngineError as exc:
+        return Outcome(name, 0.0, time.perf_counter() - started, first_chunk_s, error=str(exc)), None
+    synthesis_s = time.perf_counter() - started
+    if not pieces:
+        return Outcome(name, 0.0, synthesis_s, None, error="the stream yielded no audio"), None
+    pcm = Pcm(np.concatenate([p.samples for p in pieces]), pieces[0].sample_rate_hz)
+    return Outcome(name, pcm.duration_s, synthesis_s, first_chunk_s), pcm
+
+
 def run_cases(engine: Engine, cases: Sequence[Case], out_dir: Path) -> list[Outcome]:
-    """Synthesise each case in turn, writing `<name>.wav`; a failure is recorded and the rest go on."""
+    """Stream each case in turn, writing `<name>.wav`; a failure is recorded and the rest go on."""
     out_dir.mkdir(parents=True, exist_ok=True)
     outcomes = []
     for case in cases:
-        started = time.perf_counter()
-        try:
-            pcm = engine.synthesize(case.request)
-        except EngineError as exc:
-            outcomes.append(Outcome(case.name, 0.0, time.perf_counter() - started, None, str(exc)))
-            continue
-        synthesis_s = time.perf_counter() - started
-        path = out_dir / f"{case.name}.wav"
-        path.write_bytes(encode_audio(pcm, "wav"))
-        outcomes.append(Outcome(case.name, pcm.duration_s, synthesis_s, path))
+        outcome, pcm = stream_once(engine, case.name, case.request)
+        if pcm is not None:
+            path = out_dir / f"{case.name}.wav"
+            path.write_bytes(encode_audio(pcm, "wav"))
+            outcome = dataclasses.replace(outcome, path=path)
+        outcomes.append(outcome)
     return outcomes
+
+
+def run_concurrent(engine: Engine, request: SynthesisRequest, concurrency: int, rounds: int) -> LoadReport:
+    """`concurrency` threads each streaming `request` at once, `rounds` times; nothing is written."""
+    outcomes: list[Outcome] = []
+    wall_s = 0.0
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="gpu-smoke") as pool:
+        for round_number in range(rounds):
+            started = time.perf_counter()
+            futures = [
+                pool.submit(stream_once, engine, f"round{round_number}.stream{i}", request)
+                for i in range(concurrency)
+            ]
+            outcomes += [future.result()[0] for future in futures]  # the audio itself is dropped
+            wall_s += time.perf_counter() - started
+    return LoadReport(concurrency, rounds, outcomes, wall_s)
+
+
+def percentiles(values: Sequence[float]) -> tuple[float, float]:
+    """p50 and p99 (numpy's linear interpolation: with few values p99 is close to the maximum)."""
+    p50, p99 = np.percentile(np.asarray(values, dtype=np.float64), [50, 99])
+    return float(p50), float(p99)
+
+
+def _print_cases(outcomes: Sequence[Outcome]) -> None:
+    print(f"  {'mode':<24} {'first chunk':>11} {'total':>9} {'audio':>9} {'RTF':>7}  wav")
+    for o in outcomes:
+        if o.error is None:
+            print(
+                f"✓ {o.name:<24} {o.first_chunk_s:9.3f} s {o.synthesis_s:7.2f} s {o.audio_s:7.2f} s "
+                f"{o.real_time_factor:7.3f}  {o.path}"
+            )
+        else:
+            print(f"✗ {o.name:<24} failed after {o.synthesis_s:.2f} s: {o.error}")
+
+
+def _print_load(report: LoadReport) -> None:
+    print(
+        f"concurrency {report.concurrency} x {report.rounds} rounds: "
+        f"{len(report.outcomes)} zero-shot streams of the registered voice, "
+        f"{len(report.outcomes) - len(report.succeeded)} failed"
+    )
+    print(
+        "  the engine serves one stream at a time: with concurrency above 1 the first-chunk times "
+        "include the wait for the streams ahead"
+    )
+    for o in report.outcomes:
+        if o.error is not None:
+            print(f"✗ {o.name} failed after {o.synthesis_s:.2f} s: {o.error}")
+    succeeded = report.succeeded
+    if not succeeded:
+        return
+    for label, values in (
+        ("first chunk", [o.first_chunk_s for o in succeeded if o.first_chunk_s is not None]),
+        ("total", [o.synthesis_s for o in succeeded]),
+    ):
+        p50, p99 = percentiles(values)
+        print(f"  {label:<12} p50 {p50:7.3f} s  p99 {p99:7.3f} s")
+    audio_s = sum(o.audio_s for o in succeeded)
+    print(
+        f"  throughput   {report.throughput:.2f} s of audio per wall-clock second "
+        f"({audio_s:.1f} s of audio in {report.wall_s:.1f} s)"
+    )
 
 
 def _prompt(args: argparse.Namespace) -> tuple[Pcm, str]:
@@ -141,12 +267,17 @@ def run(args: argparse.Namespace) -> int:
             args.model_dir or settings.cosyvoice_model_dir,
             text_frontend=settings.cosyvoice_text_frontend,
             wetext_dir=settings.cosyvoice_wetext_dir,
+            stall_s=settings.cosyvoice_stall_s,
+            vllm=settings.cosyvoice_vllm,
         )
     except EngineError as exc:
         print(exc)
         return 1
     loaded_s, frontend = time.perf_counter() - started, engine.text_frontend or "none (normalisation off)"
-    print(f"{engine.version} loaded in {loaded_s:.1f} s on {_gpu_name()}, text frontend {frontend}")
+    print(
+        f"{engine.version} loaded in {loaded_s:.1f} s on {_gpu_name()}, text frontend {frontend}, "
+        f"vLLM {'on' if settings.cosyvoice_vllm else 'off'}"
+    )
     print(f"prompt: {prompt.duration_s:.1f} s, transcript {transcript!r}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "prompt.wav").write_bytes(encode_audio(prompt, "wav"))  # to compare the voices by ear
@@ -154,12 +285,7 @@ def run(args: argparse.Namespace) -> int:
         prompt, transcript, args.text, args.cross_lingual_text, args.preset or DEFAULT_PRESETS
     )
     outcomes = run_cases(engine, cases, args.out)
-    for o in outcomes:
-        if o.error is None:
-            print(
-                f"✓ {o.name:<24} {o.audio_s:6.2f} s audio in {o.synthesis_s:6.2f} s, "
-                f"RTF {o.real_time_factor:.3f}  {o.path}"
-            )
-        else:
-            print(f"✗ {o.name:<24} failed after {o.synthesis_s:.2f} s: {o.error}")
-    return 0 if all(o.error is None for o in outcomes) else 1
+    _print_cases(outcomes)
+    report = run_concurrent(engine, cases[0].request, args.concurrency, args.rounds)
+    _print_load(report)
+    return 0 if all(o.error is None for o in [*outcomes, *report.outcomes]) else 1

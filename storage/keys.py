@@ -16,7 +16,7 @@ def _owner(owner: str) -> str:
 
 
 def sample_key(owner: str, voice_id: str) -> str:
-    """The normalised 16 kHz mono WAV of a voice."""
+    """The normalised mono WAV of a voice (24 kHz; 16-24 kHz for uploads recorded lower)."""
     return f"{SAMPLES_PREFIX}{_owner(owner)}/{voice_id}.wav"
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 import pytest
 
 from common.config import ConfigError, Settings
+from synth_worker.engines.cosyvoice_calls import DEFAULT_STALL_S
 
 pytestmark = pytest.mark.unit
 
@@ -48,6 +49,8 @@ CHANGED = Settings(
     cosyvoice_model_dir="/models/cosyvoice3",
     cosyvoice_text_frontend="none",
     cosyvoice_wetext_dir="/opt/wetext",
+    cosyvoice_stall_s=12.5,
+    cosyvoice_vllm=True,
     aigc_explicit_label="rhythm",
     aigc_producer="示例科技 91110000MA00000000",
     rate_limit_per_minute=7,
@@ -157,3 +160,23 @@ def test_log_format_is_text_or_json() -> None:
     for bad in ("xml", "JSON", "structured"):
         with pytest.raises(ConfigError, match="LOG_FORMAT must be text or json"):
             Settings.from_env({"LOG_FORMAT": bad})
+
+
+def test_cosyvoice_stall_s_defaults_to_the_engines_and_takes_seconds() -> None:
+    assert Settings().cosyvoice_stall_s == DEFAULT_STALL_S
+    assert Settings.from_env({"COSYVOICE_STALL_S": " 90 "}).cosyvoice_stall_s == 90.0
+    assert Settings.from_env({"COSYVOICE_STALL_S": "0.5"}).cosyvoice_stall_s == 0.5
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "abc", "nan", "inf"])
+def test_cosyvoice_stall_s_refuses_what_is_not_a_positive_number(bad: str) -> None:
+    with pytest.raises(ConfigError, match="COSYVOICE_STALL_S must be a number of seconds"):
+        Settings.from_env({"COSYVOICE_STALL_S": bad})
+
+
+def test_cosyvoice_vllm_is_a_boolean() -> None:
+    assert Settings.from_env({}).cosyvoice_vllm is False
+    assert Settings.from_env({"COSYVOICE_VLLM": "true"}).cosyvoice_vllm is True
+    assert Settings.from_env({"COSYVOICE_VLLM": "0"}).cosyvoice_vllm is False
+    with pytest.raises(ConfigError, match="COSYVOICE_VLLM must be true or false"):
+        Settings.from_env({"COSYVOICE_VLLM": "maybe"})

@@ -19,23 +19,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from common.audio import Pcm, decode_audio, encode_audio
+from common.audio import Pcm, decode_audio
 from common.presets import PRESETS
-from ops import cli, gpu_smoke
-from ops.gpu_smoke import run_cases, smoke_cases
 from synth_worker.engines import cosyvoice3
 from synth_worker.engines.base import SynthesisRequest
 from synth_worker.engines.cosyvoice3 import MODEL_FILES, CosyVoice3Engine, missing_model_files
 from synth_worker.engines.cosyvoice_prompts import (
-    chunk_weight,
     cross_lingual_tts_text,
     instruct_text,
-    split_text,
     strip_special_tokens,
     zero_shot_prompt_text,
 )
 from synth_worker.engines.errors import EngineError, EngineInputError, EngineUnavailable
 from synth_worker.engines.registry import EngineOptions, load_engine, probe_engine
+from synth_worker.engines.text_chunks import chunk_weight, split_text
 
 PREFIX = "You are a helpful assistant.<|endofprompt|>"
 TRANSCRIPT = "希望你以后能够做的比我还好呦。"
@@ -67,6 +64,7 @@ class Call:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     prompt_wav_rate_hz: int | None = None  # read while the call runs: the file must exist then
+    prompt_duration_s: float | None = None
 
 
 @dataclass
@@ -77,6 +75,7 @@ class FakeCosyVoice3:
     calls: list[Call] = field(default_factory=list)
     frontend: types.SimpleNamespace = field(default_factory=lambda: types.SimpleNamespace(spk2info={}))
     fail_with: Exception | None = None
+    model: types.SimpleNamespace | None = None  # upstream's CosyVoice3Model, where a test needs one
 
     def add_zero_shot_spk(self, prompt_text: str, prompt_wav: str, zero_shot_spk_id: str) -> bool:
         self._record("add_zero_shot_spk", (prompt_text, prompt_wav, zero_shot_spk_id), {}, prompt_wav)
@@ -105,13 +104,20 @@ class FakeCosyVoice3:
     def _record(self, method: str, args: tuple, kwargs: dict, prompt_wav: str) -> None:
         if self.fail_with is not None:
             raise self.fail_with
-        rate = decode_audio(Path(prompt_wav).read_bytes()).sample_rate_hz if prompt_wav else None
-        self.calls.append(Call(method, args, kwargs, rate))
+        prompt = decode_audio(Path(prompt_wav).read_bytes()) if prompt_wav else None
+        if prompt is None:
+            self.calls.append(Call(method, args, kwargs))
+        else:
+            self.calls.append(Call(method, args, kwargs, prompt.sample_rate_hz, prompt.duration_s))
 
     def _speak(self, method: str, args: tuple, kwargs: dict, prompt_wav: str) -> Iterator[dict[str, Any]]:
         self._record(method, args, kwargs, prompt_wav)  # before the first yield, as upstream's frontend
         value = len(self.calls) / 1000
-        return iter([{"tts_speech": FakeTensor(np.full(100, value, np.float32))} for _ in range(2)])
+        pieces = 3 if kwargs.get("stream") else 2
+        if kwargs.get("stream") and self.model is not None:
+            self.model.first_hops.append(self.model.token_hop_len)
+            self.model.token_hop_len *= 2  # as upstream: grown within a request, never reset
+        return iter([{"tts_speech": FakeTensor(np.full(100, value, np.float32))} for _ in range(pieces)])
 
 
 def voice(seed: int, *, seconds: float = 3.0, rate_hz: int = 16_000) -> Pcm:
@@ -300,34 +306,46 @@ def test_same_transcript_different_audio_or_owner_never_shares_a_voice(
     assert {c.args[0] for c in model.registrations()} == {PREFIX + TRANSCRIPT}
 
 
-def test_cross_lingual_puts_the_prefix_on_the_text(engine: CosyVoice3Engine, model: FakeCosyVoice3) -> None:
-    engine.synthesize(request("Hello, this is my voice.", mode="cross_lingual", language="en"))
-    [call] = model.inference_calls()
-    assert call.method == "inference_cross_lingual"
-    assert call.args[0] == PREFIX + "Hello, this is my voice."
-    assert call.kwargs == {"stream": False, "speed": 1.0}
-    assert call.prompt_wav_rate_hz == 16_000
-    assert model.registrations() == []
-
-
-def test_instruct_passes_the_instruction_and_never_a_registered_voice(
+def test_cross_lingual_puts_the_prefix_on_the_text_and_shares_the_zero_shot_speaker(
     engine: CosyVoice3Engine, model: FakeCosyVoice3
 ) -> None:
-    engine.synthesize(request())  # registers the voice first
-    engine.synthesize(request(mode="instruct", instruct="sichuan", speed=1.25))
-    call = model.inference_calls()[-1]
-    assert call.method == "inference_instruct2"
-    assert call.args[:2] == (TEXT, "You are a helpful assistant. 请用四川话表达。<|endofprompt|>")
-    assert call.kwargs == {"stream": False, "speed": 1.25}
-    assert "zero_shot_spk_id" not in call.kwargs
-    assert call.prompt_wav_rate_hz == 16_000  # the prompt itself, every time
+    engine.synthesize(request())
+    engine.synthesize(request("Hello, this is my voice.", mode="cross_lingual", language="en"))
+    [registration] = model.registrations()
+    zero_shot, cross_lingual = model.inference_calls()
+    assert cross_lingual.method == "inference_cross_lingual"
+    assert cross_lingual.args == (PREFIX + "Hello, this is my voice.", "")
+    speaker_id = registration.args[2]
+    assert cross_lingual.kwargs == {"zero_shot_spk_id": speaker_id, "stream": False, "speed": 1.0}
+    assert zero_shot.kwargs["zero_shot_spk_id"] == speaker_id
+
+
+def test_instruct_registers_the_voice_once_per_preset_with_the_instruction(
+    engine: CosyVoice3Engine, model: FakeCosyVoice3
+) -> None:
+    engine.synthesize(request())  # the zero-shot registration, with the transcript
+    for preset in ("sichuan", "sichuan", "happy"):
+        engine.synthesize(request(mode="instruct", instruct=preset, speed=1.25))
+    prompt_texts = [c.args[0] for c in model.registrations()]
+    sichuan = "You are a helpful assistant. 请用四川话表达。<|endofprompt|>"
+    happy = "You are a helpful assistant. 请非常开心地说一句话。<|endofprompt|>"
+    assert prompt_texts == [PREFIX + TRANSCRIPT, sichuan, happy]
+    calls = model.inference_calls()[1:]
+    assert [c.method for c in calls] == ["inference_instruct2"] * 3
+    assert [c.args for c in calls] == [(TEXT, sichuan, ""), (TEXT, sichuan, ""), (TEXT, happy, "")]
+    ids = [c.kwargs.pop("zero_shot_spk_id") for c in calls]
+    assert ids[0] == ids[1] != ids[2] and model.registrations()[1].args[2] == ids[0]
+    assert all(c.kwargs == {"stream": False, "speed": 1.25} for c in calls)
+    assert engine.registered_speakers == 3
+    assert all(c.prompt_wav_rate_hz is None for c in calls)  # no prompt work per call
 
 
 def test_zero_shot_without_a_transcript_is_cross_lingual(
     engine: CosyVoice3Engine, model: FakeCosyVoice3
 ) -> None:
     engine.synthesize(request(prompt_text="  "))
-    assert [c.method for c in model.calls] == ["inference_cross_lingual"]
+    assert [c.method for c in model.calls] == ["add_zero_shot_spk", "inference_cross_lingual"]
+    assert model.registrations()[0].args[0] == PREFIX
 
 
 def test_typed_control_tokens_never_reach_the_model(engine: CosyVoice3Engine, model: FakeCosyVoice3) -> None:
@@ -365,24 +383,23 @@ def test_the_prompt_file_exists_only_while_upstream_reads_it(
     engine: CosyVoice3Engine, model: FakeCosyVoice3
 ) -> None:
     engine.synthesize(request(mode="cross_lingual"))
-    [call] = model.inference_calls()
-    assert call.prompt_wav_rate_hz == 16_000
-    assert not Path(call.args[1]).exists()
+    [registration] = model.registrations()
+    assert registration.prompt_wav_rate_hz == 16_000
+    assert not Path(registration.args[1]).exists()
 
 
-def test_upstream_reads_the_prompt_at_16_khz_and_at_most_30_s(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[Pcm] = []
+@pytest.mark.parametrize(
+    ("upload_hz", "upstream_hz"), [(48_000, 24_000), (24_000, 24_000), (22_050, 22_050), (8_000, 16_000)]
+)
+def test_upstream_reads_the_prompt_at_24_khz_or_its_own_rate_and_at_most_30_s(
+    upload_hz: int, upstream_hz: int
+) -> None:
     model = FakeCosyVoice3()
-
-    def cross_lingual(tts_text: str, prompt_wav: str, **kwargs: Any) -> Iterator:
-        seen.append(decode_audio(Path(prompt_wav).read_bytes()))
-        return iter([{"tts_speech": FakeTensor(np.zeros(10, np.float32))}])
-
-    monkeypatch.setattr(model, "inference_cross_lingual", cross_lingual)
-    prompt = voice(4, seconds=31.0, rate_hz=48_000)
+    prompt = voice(4, seconds=31.0, rate_hz=upload_hz)
     CosyVoice3Engine(model).synthesize(request(mode="cross_lingual", prompt=prompt))
-    assert seen[0].sample_rate_hz == 16_000
-    assert seen[0].duration_s == pytest.approx(30.0, abs=0.01)
+    [registration] = model.registrations()
+    assert registration.prompt_wav_rate_hz == upstream_hz
+    assert registration.prompt_duration_s == pytest.approx(30.0, abs=0.01)
 
 
 def test_empty_prompt_is_poison(engine: CosyVoice3Engine) -> None:
@@ -506,62 +523,6 @@ def test_importing_the_engine_imports_neither_torch_nor_upstream() -> None:
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent, timeout=60)
-
-
-# --- ops gpu-smoke ----------------------------------------------------------------------------------------
-
-
-def test_gpu_smoke_is_an_ops_verb() -> None:
-    assert "gpu-smoke" in {verb.name for verb in cli.VERBS}
-    args = cli.build_parser().parse_args(["gpu-smoke", "--preset", "sichuan", "--out", "/tmp/x"])
-    assert args.preset == ["sichuan"] and args.out == Path("/tmp/x")
-
-
-def test_gpu_smoke_runs_every_mode_and_writes_wavs(tmp_path: Path) -> None:
-    model = FakeCosyVoice3()
-    cases = smoke_cases(voice(5), TRANSCRIPT, TEXT, "Hello there.", ["sichuan", "happy"])
-    outcomes = run_cases(CosyVoice3Engine(model), cases, tmp_path)
-
-    assert [o.name for o in outcomes] == [
-        "zero_shot",
-        "zero_shot_registered",
-        "cross_lingual",
-        "instruct_sichuan",
-        "instruct_happy",
-    ]
-    assert all(o.error is None and o.real_time_factor >= 0 for o in outcomes)
-    assert len(model.registrations()) == 1  # the second zero-shot reused the voice
-    for outcome in outcomes:
-        assert outcome.path is not None
-        assert decode_audio(outcome.path.read_bytes()).sample_rate_hz == 24_000
-
-
-def test_gpu_smoke_reports_a_failed_case_and_goes_on(tmp_path: Path) -> None:
-    model = FakeCosyVoice3(fail_with=RuntimeError("boom"))
-    outcomes = run_cases(
-        CosyVoice3Engine(model), smoke_cases(voice(5), TRANSCRIPT, TEXT, "Hi.", []), tmp_path
-    )
-    assert [o.error is not None for o in outcomes] == [True, True, True]
-    assert all("boom" in (o.error or "") for o in outcomes)
-
-
-def test_gpu_smoke_command_with_a_stand_in_model(
-    model_dir: Path, fake_upstream: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
-) -> None:
-    monkeypatch.setattr(gpu_smoke, "_gpu_name", lambda: "a stand-in GPU")
-    monkeypatch.setenv("COSYVOICE_TEXT_FRONTEND", "none")
-    recording = tmp_path / "me.wav"
-    recording.write_bytes(encode_audio(voice(6), "wav"))
-    out = tmp_path / "smoke"
-    argv = ["gpu-smoke", "--model-dir", str(model_dir), "--prompt", str(recording), "--out", str(out)]
-
-    assert cli.main(argv) == 1  # no transcript
-    assert cli.main([*argv, "--prompt-text", TRANSCRIPT, "--preset", "sichuan"]) == 0
-
-    printed = capsys.readouterr().out
-    assert "on a stand-in GPU" in printed and "RTF" in printed
-    names = ["prompt", "zero_shot", "zero_shot_registered", "cross_lingual", "instruct_sichuan"]
-    assert sorted(p.stem for p in out.glob("*.wav")) == sorted(names)
 
 
 def test_doctor_probe_checks_the_model_dir_without_loading(tmp_path: Path) -> None:

@@ -91,15 +91,40 @@ def test_every_mode_returns_audio_through_upstream(report: dict, mode: str) -> N
     assert outcome["samples"] > 0 and outcome["finite"]
 
 
-def test_zero_shot_registers_its_speaker_once(report: dict) -> None:
-    assert report["registered_speakers"] == 1
+def test_each_voice_is_registered_once_per_prompt_text(report: dict) -> None:
+    """Zero-shot's registration (cross-lingual shares it) and one for the instruct preset."""
+    assert report["registered_speakers"] == 2
 
 
-def test_the_prompt_reaches_upstream_at_16khz_today(report: dict) -> None:
-    """What upstream reads of the voice sample: 16 kHz, while its flow takes prompt features at 24 kHz.
-    (Intake stores samples at 16 kHz; keeping 24 kHz is the next step of the CosyVoice3 work.)"""
+def test_the_prompt_reaches_upstream_at_24khz(report: dict) -> None:
+    """What upstream reads of the voice sample: 24 kHz, the rate its flow takes prompt features at."""
     rates = {rate for outcome in report["modes"].values() for rate in outcome.get("prompt_rates_read_hz", [])}
-    assert rates == {16_000}
+    assert rates == {24_000}
+
+
+@pytest.mark.parametrize("mode", ["zero_shot", "instruct", "cross_lingual"])
+def test_every_mode_streams_in_several_chunks(report: dict, mode: str) -> None:
+    stream = report["modes"][mode]["stream"]
+    assert len(stream["chunk_samples"]) >= 3, stream
+    assert all(size > 0 for size in stream["chunk_samples"])
+
+
+def test_the_next_streams_first_chunk_is_no_later_than_the_first_streams(report: dict) -> None:
+    """Upstream doubles its hop within a request and never resets it; the engine does."""
+    first, second = report["consecutive_streams"]
+    assert second["chunk_samples"][0] <= first["chunk_samples"][0], (first, second)
+    assert second["chunk_samples"][0] == report["modes"]["zero_shot"]["stream"]["chunk_samples"][0]
+
+
+@pytest.mark.parametrize("how", ["stream", "whole"])
+def test_an_exception_in_upstreams_llm_thread_is_an_engine_error_not_a_hang(report: dict, how: str) -> None:
+    outcome = report["llm_failure"][how]
+    assert outcome["outcome"].startswith("EngineError") and "injected" in outcome["outcome"], outcome
+    assert outcome["seconds"] < 60  # COSYVOICE_STALL_S's default bound; it came at once in fact
+
+
+def test_after_an_llm_failure_the_engine_streams_again(report: dict) -> None:
+    assert len(report["llm_failure"]["afterwards"]["chunk_samples"]) >= 3
 
 
 def test_wetext_normalises_offline_from_the_shipped_files(report: dict) -> None:

@@ -171,3 +171,32 @@ def test_unknown_language_is_poison(engine: EspeakEngine) -> None:
 def test_unavailable_engines_say_so(name: str) -> None:
     with pytest.raises(EngineUnavailable, match=name):
         load_engine(name)
+
+
+# --- streaming --------------------------------------------------------------------------------------------
+
+
+def test_a_stream_comes_sentence_by_sentence_with_a_short_first_piece(engine: EspeakEngine) -> None:
+    text = MANDARIN_LONG * 2
+    pieces = list(engine.synthesize_stream(request(text)))
+    assert len(pieces) >= 3
+    assert all(p.sample_rate_hz == engine.sample_rate_hz and p.samples.size > 0 for p in pieces)
+    whole = engine.synthesize(request(text))
+    assert pieces[0].duration_s < whole.duration_s / 3  # one sentence: its audio comes first, early
+    streamed_s = sum(p.duration_s for p in pieces)
+    assert streamed_s == pytest.approx(whole.duration_s, rel=0.25)  # the same words, cut at pauses
+
+
+def test_a_stream_is_deterministic_and_checks_its_request_first(engine: EspeakEngine) -> None:
+    first = np.concatenate([p.samples for p in engine.synthesize_stream(request(MANDARIN_LONG))])
+    again = np.concatenate([p.samples for p in engine.synthesize_stream(request(MANDARIN_LONG))])
+    np.testing.assert_array_equal(first, again)
+    with pytest.raises(EngineInputError):
+        next(engine.synthesize_stream(request("[breath]")))
+
+
+def test_a_stream_closed_early_leaves_the_engine_ready(engine: EspeakEngine) -> None:
+    stream = engine.synthesize_stream(request(MANDARIN_LONG * 3))
+    next(stream)
+    stream.close()
+    assert engine.synthesize(request(MANDARIN_SHORT)).samples.size > 0

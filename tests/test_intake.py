@@ -33,20 +33,26 @@ from wechat_adapter.intake import (
     MIN_SPEECH_S,
     PEAK_CEILING_DBFS,
     SPEECH_PAD_MS,
+    STORED_RATE_HZ,
     TARGET_RMS_DBFS,
     analyse_sample,
 )
 
-RATE_HZ = vad.SAMPLE_RATE_HZ
+RATE_HZ = vad.SAMPLE_RATE_HZ  # the test audio's rate unless a test says otherwise (stored as it is)
 
 # --- test audio ----------------------------------------------------------------------------------------
 
 
 @functools.cache
-def speech_16k() -> np.ndarray:
-    """About 7.8 s of espeak Mandarin at 16 kHz, peak-normalised to -1 dBFS (RMS about -20 dBFS)."""
-    samples = resample(speech(), RATE_HZ)
+def speech_at(rate_hz: int) -> np.ndarray:
+    """About 7.8 s of espeak Mandarin (22.05 kHz, so up to 11 kHz) at `rate_hz`, peak-normalised to
+    -1 dBFS (RMS about -20 dBFS)."""
+    samples = resample(speech(), rate_hz)
     return (samples * np.float32(0.89 / np.abs(samples).max())).astype(np.float32)
+
+
+def speech_16k() -> np.ndarray:
+    return speech_at(RATE_HZ)
 
 
 def trimmed_s() -> float:
@@ -54,12 +60,12 @@ def trimmed_s() -> float:
     return len(speech_16k()) / RATE_HZ + 2 * SPEECH_PAD_MS / 1000
 
 
-def pcm(*pieces: np.ndarray) -> Pcm:
-    return Pcm(np.concatenate(pieces).astype(np.float32), RATE_HZ)
+def pcm(*pieces: np.ndarray, rate_hz: int = RATE_HZ) -> Pcm:
+    return Pcm(np.concatenate(pieces).astype(np.float32), rate_hz)
 
 
-def silence(seconds: float) -> np.ndarray:
-    return np.zeros(round(seconds * RATE_HZ), np.float32)
+def silence(seconds: float, rate_hz: int = RATE_HZ) -> np.ndarray:
+    return np.zeros(round(seconds * rate_hz), np.float32)
 
 
 def speech_of(seconds: float) -> np.ndarray:
@@ -202,21 +208,82 @@ def test_one_session_per_process_even_when_threads_race(monkeypatch: pytest.Monk
 # --- analyse_sample -------------------------------------------------------------------------------------
 
 
-def test_a_sample_is_trimmed_normalised_and_stored_as_16k_mono_wav() -> None:
+def test_a_sample_is_trimmed_normalised_and_stored_as_mono_wav() -> None:
     quiet = at_gain(speech_16k(), -20)  # a distant phone: about -40 dBFS
     upload_bytes = encoded(pcm(silence(1.5), quiet, silence(2.0)), "m4a")
 
     sample = analyse_sample(upload_bytes)
-    stored = decode_audio(sample.wav_16k)
+    stored = decode_audio(sample.wav)
 
-    assert stored_wav_facts(sample.wav_16k) == ("pcm_s16le", 1, RATE_HZ)
+    assert sample.sample_rate_hz == RATE_HZ  # a 16 kHz upload keeps its rate
+    assert stored_wav_facts(sample.wav) == ("pcm_s16le", 1, RATE_HZ)
     assert sample.duration_s == pytest.approx(trimmed_s(), abs=0.1)  # the silence around it is gone
     assert stored.duration_s == pytest.approx(sample.duration_s, abs=0.01)
     # 20 dB of gain: the target loudness, and the peaks stay under the ceiling.
     assert rms_dbfs(stored) == pytest.approx(TARGET_RMS_DBFS, abs=0.3)
     assert 20 * np.log10(np.abs(stored.samples).max()) <= PEAK_CEILING_DBFS + 0.05
-    assert sample.sha256 == hashlib.sha256(sample.wav_16k).hexdigest()
+    assert sample.sha256 == hashlib.sha256(sample.wav).hexdigest()
     assert analyse_sample(upload_bytes) == sample  # deterministic: same upload, same bytes and hash
+
+
+@pytest.mark.parametrize(
+    ("upload_hz", "kind", "stored_hz"),
+    [
+        (48_000, "wav", STORED_RATE_HZ),
+        (48_000, "webm-opus", STORED_RATE_HZ),  # the H5 page's MediaRecorder
+        (44_100, "m4a", STORED_RATE_HZ),
+        (24_000, "m4a", STORED_RATE_HZ),  # the mini program's recorder
+        (22_050, "wav", 22_050),
+        (8_000, "wav", 16_000),
+    ],
+)
+def test_a_sample_is_kept_at_24khz_or_its_own_lower_rate_but_never_below_16khz(
+    upload_hz: int, kind: str, stored_hz: int
+) -> None:
+    recording = pcm(silence(0.8, upload_hz), speech_at(upload_hz), silence(1.2, upload_hz), rate_hz=upload_hz)
+    upload_bytes = encoded(recording, kind)
+
+    sample = analyse_sample(upload_bytes)
+    stored = decode_audio(sample.wav)
+
+    assert sample.sample_rate_hz == stored_hz
+    assert stored_wav_facts(sample.wav) == ("pcm_s16le", 1, stored_hz)
+    assert sample.duration_s == pytest.approx(trimmed_s(), abs=0.1)
+    assert stored.duration_s == pytest.approx(sample.duration_s, abs=0.01)
+    assert rms_dbfs(stored) == pytest.approx(TARGET_RMS_DBFS, abs=0.3)
+    assert analyse_sample(upload_bytes) == sample
+
+
+def test_a_48khz_upload_keeps_the_voice_above_8khz() -> None:
+    """What a 16 kHz sample would lose: a 10 kHz component of the voice reaches the stored sample whole."""
+    rate_hz = 48_000
+    t = np.arange(speech_at(rate_hz).size) / rate_hz
+    voice = 0.8 * speech_at(rate_hz) + (0.05 * np.sin(2 * np.pi * 10_000 * t)).astype(np.float32)
+    tone_share = 0.05**2 / 2 / float(np.mean(np.square(voice, dtype=np.float64)))  # a sine's power: A²/2
+
+    sample = analyse_sample(
+        encoded(pcm(silence(1, rate_hz), voice, silence(1, rate_hz), rate_hz=rate_hz), "wav")
+    )
+    stored = decode_audio(sample.wav)
+
+    power = np.abs(np.fft.rfft(stored.samples.astype(np.float64))) ** 2
+    hz = np.fft.rfftfreq(stored.samples.size, 1 / stored.sample_rate_hz)
+    assert power[(hz > 9_900) & (hz < 10_100)].sum() / power.sum() == pytest.approx(tone_share, rel=0.2)
+
+
+def test_a_long_leading_silence_is_trimmed_at_48khz() -> None:
+    """The VAD's 16 kHz spans cut the 24 kHz sample at the same moments: speech starts within the
+    padding, not seconds in (as it would were the indices taken as they are)."""
+    rate_hz = 48_000
+    recording = pcm(silence(6, rate_hz), speech_at(rate_hz), silence(1, rate_hz), rate_hz=rate_hz)
+
+    sample = analyse_sample(encoded(recording, "wav"))
+    stored = decode_audio(sample.wav)
+
+    assert sample.duration_s == pytest.approx(trimmed_s(), abs=0.1)
+    audible_s = np.flatnonzero(np.abs(stored.samples) > 0.02) / stored.sample_rate_hz
+    assert audible_s[0] <= 2 * SPEECH_PAD_MS / 1000
+    assert stored.duration_s - audible_s[-1] <= 0.35
 
 
 def test_pauses_do_not_count_toward_the_speech_limits() -> None:
@@ -362,5 +429,7 @@ async def test_every_accepted_format_round_trips(stack: Stack, kind: str, as_bas
     audio = await user.request("GET", f"/v1/voices/{voice['voice_id']}/audio")
     assert audio.status == 200
     assert audio.headers["Content-Type"].startswith("audio/wav")
-    assert stored_wav_facts(audio.body) == ("pcm_s16le", 1, RATE_HZ)
+    # Opus always decodes at 48 kHz, so those are kept at 24 kHz; the others keep their 16 kHz.
+    stored_hz = STORED_RATE_HZ if kind.endswith("-opus") else RATE_HZ
+    assert stored_wav_facts(audio.body) == ("pcm_s16le", 1, stored_hz)
     assert decode_audio(audio.body).duration_s == pytest.approx(voice["duration_s"], abs=0.01)

@@ -27,7 +27,7 @@ from common.config import Settings
 from common.presets import PRESETS
 from wechat_adapter.errors import ERRORS
 from wechat_adapter.fields import NAME_MAX_CHARS
-from wechat_adapter.intake import MAX_SPEECH_S, MIN_SPEECH_S
+from wechat_adapter.intake import MAX_SPEECH_S, MIN_SPEECH_S, STORED_RATE_HZ
 from wechat_adapter.openapi import build_document
 from wechat_adapter.wechat.subscribe_message import task_page
 
@@ -386,7 +386,9 @@ def test_config_agrees_with_the_server(report: dict[str, Any]) -> None:
     assert config["voiceNameMaxChars"] == NAME_MAX_CHARS
     recording = config["recording"]
     assert recording["format"] in ("aac", "mp3")
-    assert (recording["sampleRate"], recording["numberOfChannels"]) == (16000, 1)
+    # The rate intake keeps samples at; outside 32-128 kbps at 24 kHz, WeChat refuses to record.
+    assert (recording["sampleRate"], recording["numberOfChannels"]) == (STORED_RATE_HZ, 1)
+    assert 32_000 <= recording["encodeBitRate"] <= 128_000
     min_ms, max_ms = recording["minDurationMs"], recording["maxDurationMs"]
     assert MIN_SPEECH_S * 1000 <= min_ms < max_ms <= MAX_SPEECH_S * 1000
     assert config["subscribeTemplateId"] == "", "the shipped config must not carry someone's template id"

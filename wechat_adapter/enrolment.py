@@ -76,7 +76,7 @@ async def enrol_voice(gateway: Gateway, caller: Caller, upload: Upload) -> Voice
     )
     key = owned_key(owner, voice_id)
     try:
-        await gateway.store.put(voice.sample_key, sample.wav_16k, "audio/wav")
+        await gateway.store.put(voice.sample_key, sample.wav, "audio/wav")
         await gateway.state.voices.create(key, voice)
         # Checked again now that the voice is stored: of parallel uploads at the limit, those that
         # made the count pass it are undone (by the handler below) before WeChat is asked anything.

@@ -1,7 +1,8 @@
 """Voice-sample intake: check and normalise an uploaded recording.
 
 `analyse_sample` is CPU work (decoding, VAD, normalising) for the gateway's audio executor; reading
-the upload off the request is `wechat_adapter.http.uploads`.
+the upload off the request is `wechat_adapter.http.uploads`. The sample is kept at up to 24 kHz
+(`stored_rate_hz`) while the VAD listens to a 16 kHz copy of it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from common.audio import (
     encode_audio,
     full_scale_fraction,
     normalise_loudness,
+    resample,
     rms_dbfs,
 )
 from wechat_adapter.errors import ApiError
@@ -33,6 +35,12 @@ QUIET_SPEECH_DBFS = -45.0
 # through WAV, MP3, AAC and Opus; lossy codecs keep the count, see `full_scale_fraction`).
 CLIPPED_LEVEL = 0.9
 CLIPPED_MAX_FRACTION = 0.02
+# The stored rate: CosyVoice3's flow takes its prompt features at 24 kHz, so anything a 16 kHz sample
+# would cut off (the speaker's 8-12 kHz: sibilants, breath, "air") is detail the clone can use.
+# An upload below 24 kHz keeps its own rate (upsampling adds nothing), but never below 16 kHz, the
+# least upstream CosyVoice accepts for a prompt: an 8 kHz upload is raised once, here.
+STORED_RATE_HZ = 24_000
+MIN_STORED_RATE_HZ = 16_000
 TARGET_RMS_DBFS = -20.0
 PEAK_CEILING_DBFS = -1.0
 # VAD: a little padding so onsets and tails survive; long pauses inside speech shrink to this.
@@ -53,33 +61,57 @@ class Upload:
 
 @dataclass(frozen=True, slots=True)
 class AcceptedSample:
-    wav_16k: bytes
+    wav: bytes  # mono s16 WAV at sample_rate_hz
+    sample_rate_hz: int
     duration_s: float
     sha256: str
 
 
+def stored_rate_hz(upload_rate_hz: int) -> int:
+    """The rate a sample is kept at: 24 kHz, or the upload's own rate when lower, but at least 16 kHz."""
+    return min(STORED_RATE_HZ, max(MIN_STORED_RATE_HZ, upload_rate_hz))
+
+
 def analyse_sample(audio: bytes) -> AcceptedSample:
-    """Decode by content, keep the speech, check it, and produce the 16 kHz mono WAV engines read.
+    """Decode by content, keep the speech, check it, and produce the mono WAV engines read, at the
+    rate `stored_rate_hz` picks for the upload.
 
     Deterministic: the same upload gives the same WAV and hash.
     """
     if not audio:
         raise ApiError("audio_invalid", detail="empty file")
     try:
-        pcm = decode_audio(audio, target_rate_hz=vad.SAMPLE_RATE_HZ, max_duration_s=DECODE_LIMIT_S)
+        # Native rate: decoded once, then resampled for storage and, separately, for the VAD.
+        pcm = decode_audio(audio, target_rate_hz=None, max_duration_s=DECODE_LIMIT_S)
     except AudioTooLongError as exc:
         raise ApiError("audio_too_long", detail=str(exc)) from None
     except AudioDecodeError as exc:
         raise ApiError("audio_invalid", detail=str(exc)) from None
-    spans = vad.speech_spans(pcm.samples, _VAD_PARAMS)
-    if not spans:
+    rate_hz = stored_rate_hz(pcm.sample_rate_hz)
+    recording = resample(pcm, rate_hz)
+    spans_16k = vad.speech_spans(resample(pcm, vad.SAMPLE_RATE_HZ), _VAD_PARAMS)
+    if not spans_16k:
         raise ApiError("audio_silent", detail=f"no speech in {pcm.duration_s:.1f} s")
-    max_pause = round(MAX_PAUSE_S * vad.SAMPLE_RATE_HZ)
-    speech = Pcm(vad.keep_speech(pcm.samples, spans, max_pause_samples=max_pause), vad.SAMPLE_RATE_HZ)
+    spans = _spans_at(spans_16k, rate_hz, len(recording))
+    max_pause = round(MAX_PAUSE_S * rate_hz)
+    speech = Pcm(vad.keep_speech(recording, spans, max_pause_samples=max_pause), rate_hz)
     _check_speech(speech)
     stored = normalise_loudness(speech, target_rms_dbfs=TARGET_RMS_DBFS, peak_ceiling_dbfs=PEAK_CEILING_DBFS)
     wav = encode_audio(stored, "wav")
-    return AcceptedSample(wav, round(stored.duration_s, 2), hashlib.sha256(wav).hexdigest())
+    return AcceptedSample(wav, rate_hz, round(stored.duration_s, 2), hashlib.sha256(wav).hexdigest())
+
+
+def _spans_at(spans_16k: list[vad.SpeechSpan], rate_hz: int, n_samples: int) -> list[vad.SpeechSpan]:
+    """The VAD's spans (16 kHz sample indices) as indices into the same audio at `rate_hz`.
+
+    FFmpeg's resampler adds no delay, so index i at 16 kHz and i * rate_hz / 16 kHz are the same
+    moment; integer arithmetic keeps the cut the same on every run.
+    """
+
+    def at_rate(index: int) -> int:
+        return min(n_samples, index * rate_hz // vad.SAMPLE_RATE_HZ)
+
+    return [(at_rate(start), at_rate(end)) for start, end in spans_16k]
 
 
 def _check_speech(speech: Pcm) -> None:

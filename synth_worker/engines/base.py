@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,7 +24,7 @@ class SynthesisRequest:
 
     text: str
     mode: str  # one of MODES
-    prompt: Pcm = field(repr=False)  # the user's voice sample, 16 kHz mono
+    prompt: Pcm = field(repr=False)  # the user's voice sample, mono, as stored (16-24 kHz)
     prompt_text: str  # its transcript (zero_shot)
     speaker_key: str  # owner + sample hash: the key of any speaker cache, never the transcript
     instruct: str | None = None  # a preset id from common.presets (mode "instruct" only)
@@ -59,6 +60,19 @@ class Engine(Protocol):
     def synthesize(self, request: SynthesisRequest) -> Pcm:
         """Blocking; one call at a time per engine instance."""
         ...
+
+    def synthesize_stream(self, request: SynthesisRequest) -> Iterator[Pcm]:
+        """The same speech in pieces, each as soon as it is made (blocking between them). The engine is
+        busy until the iterator is exhausted or closed; closing it early stops the synthesis."""
+        ...
+
+
+def speech_stream(engine: Engine, request: SynthesisRequest) -> Iterator[Pcm]:
+    """`engine.synthesize_stream(request)`, or the whole speech as one piece from an engine without it."""
+    stream = getattr(engine, "synthesize_stream", None)
+    if callable(stream):
+        return stream(request)
+    return iter([engine.synthesize(request)])
 
 
 class SpeakerAdaptive(Protocol):
@@ -113,3 +127,8 @@ class DelayedEngine:
     def synthesize(self, request: SynthesisRequest) -> Pcm:
         time.sleep(self.delay_s)
         return self.inner.synthesize(request)
+
+    def synthesize_stream(self, request: SynthesisRequest) -> Iterator[Pcm]:
+        """The delay before the first piece, as a model's time to first audio."""
+        time.sleep(self.delay_s)
+        yield from speech_stream(self.inner, request)

@@ -8,9 +8,11 @@ state on the model object.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import logging
+import shutil
 import tempfile
 import threading
 from collections import OrderedDict
@@ -24,15 +26,15 @@ from common.audio import Pcm, encode_audio, resample
 from common.owners import owned_key
 from common.vocabulary import COSYVOICE3, COSYVOICE_TEXT_FRONTENDS, CROSS_LINGUAL, INSTRUCT, ZERO_SHOT
 from synth_worker.engines.base import SynthesisRequest
+from synth_worker.engines.cosyvoice_calls import DEFAULT_STALL_S, UpstreamGuard, run_calls
 from synth_worker.engines.cosyvoice_prompts import (
-    MAX_CHUNK_WEIGHT,
     cross_lingual_tts_text,
     instruct_text,
-    split_text,
     strip_special_tokens,
     zero_shot_prompt_text,
 )
 from synth_worker.engines.errors import EngineError, EngineInputError, EngineUnavailable
+from synth_worker.engines.text_chunks import MAX_CHUNK_WEIGHT, split_text, stream_chunks
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,10 @@ MODEL_FILES = (
     "speech_tokenizer_v3.onnx",
     "CosyVoice-BlankEN/",
 )
-PROMPT_RATE_HZ = 16_000  # upstream resamples prompt_wav itself but asserts at least 16 kHz
+# The flow takes its prompt features at 24 kHz (upstream resamples prompt_wav itself, and asserts at
+# least 16 kHz): a prompt is handed over at 24 kHz, or at its own rate between 16 and 24 kHz.
+PROMPT_RATE_HZ = 24_000
+MIN_PROMPT_RATE_HZ = 16_000
 MAX_PROMPT_S = 30.0  # upstream's speech tokenizer asserts that prompts are no longer
 DEFAULT_MAX_SPEAKERS = 256  # registered voices kept on the GPU; each holds the prompt's features
 _SPEAKER_ID_PREFIX = "voicerelay:"  # never collides with speakers shipped in a model's spk2info.pt
@@ -177,11 +182,12 @@ def import_upstream() -> Callable[..., Any]:
 
 
 class _SpeakerRegistry:
-    """Voices registered with upstream's `add_zero_shot_spk`, at most `capacity`, least recent out.
+    """Speakers registered with upstream's `add_zero_shot_spk`, at most `capacity`, least recent out.
 
-    A speaker id covers the request's speaker_key (owner + sample hash) and a digest of the very
-    audio and transcript that were registered, so two users reading the same script never share a
-    voice, and a changed sample or transcript is registered afresh. Each registration also notes the
+    A registration is a voice with a prompt text: zero-shot's transcript, or an instruct preset's
+    instruction. Its id covers the request's speaker_key (owner + sample hash) and a digest of the
+    very audio and prompt text that were registered, so two users reading the same script never share
+    a voice, and a changed sample or transcript is registered afresh. Each registration also notes the
     voices (request.voice_key) that used it, so deleting any of them drops it.
     """
 
@@ -197,9 +203,9 @@ class _SpeakerRegistry:
         return len(self._ids)
 
     @staticmethod
-    def speaker_id(speaker_key: str, prompt: Pcm, transcript: str) -> str:
+    def speaker_id(speaker_key: str, prompt: Pcm, prompt_text: str) -> str:
         digest = hashlib.sha256()
-        for part in (speaker_key.encode(), transcript.encode(), str(prompt.sample_rate_hz).encode()):
+        for part in (speaker_key.encode(), prompt_text.encode(), str(prompt.sample_rate_hz).encode()):
             digest.update(len(part).to_bytes(8, "big") + part)
         digest.update(np.ascontiguousarray(prompt.samples).tobytes())
         return f"{_SPEAKER_ID_PREFIX}{digest.hexdigest()[:32]}"
@@ -208,18 +214,19 @@ class _SpeakerRegistry:
         self,
         speaker_key: str,
         prompt: Pcm,
-        transcript: str,
+        prompt_text: str,
         prompt_wav: Callable[[], str],
         voice_key: str | None = None,
     ) -> str:
-        """The voice's speaker id, registering it first (from the file `prompt_wav()`) if need be."""
-        speaker_id = self.speaker_id(speaker_key, prompt, transcript)
+        """The speaker id of the voice with `prompt_text` (upstream's, prefix included), registering
+        it first (from the file `prompt_wav()`) if need be."""
+        speaker_id = self.speaker_id(speaker_key, prompt, prompt_text)
         if speaker_id in self._ids:
             self._ids.move_to_end(speaker_id)
             self._note_voice(speaker_id, voice_key)
             return speaker_id
         try:
-            self._model.add_zero_shot_spk(zero_shot_prompt_text(transcript), prompt_wav(), speaker_id)
+            self._model.add_zero_shot_spk(prompt_text, prompt_wav(), speaker_id)
         except Exception:
             self._drop_upstream(speaker_id)  # no half-registered voice left behind
             raise
@@ -257,11 +264,13 @@ class _SpeakerRegistry:
 
 
 class CosyVoice3Engine:
-    """Engine "cosyvoice3": Pcm float32 at the model's rate (24 kHz), any of the three modes.
+    """Engine "cosyvoice3": Pcm float32 at the model's rate (24 kHz), any of the three modes, whole or
+    as a stream.
 
     `model` is an upstream CosyVoice3 object (or anything with its methods, in tests); `load` makes
-    the real one. Zero-shot registers each voice once and reuses it; instruct and cross-lingual pass
-    the prompt every time, because instruct2 with a registered speaker drops the instruction.
+    the real one. Every mode registers its speaker once and reuses it (`_SpeakerRegistry`): zero-shot
+    and cross-lingual with the transcript, instruct once per preset with the instruction as its
+    prompt text (a speaker registered with the transcript would make instruct2 drop the instruction).
     """
 
     name = COSYVOICE3
@@ -274,15 +283,26 @@ class CosyVoice3Engine:
         max_speakers: int = DEFAULT_MAX_SPEAKERS,
         max_chunk_weight: float = MAX_CHUNK_WEIGHT,
         text_frontend: str = "",
+        stall_s: float = DEFAULT_STALL_S,
     ) -> None:
-        """`text_frontend`: the text normalisation upstream applies ("" for none), for `ops doctor`."""
+        """`text_frontend`: the text normalisation upstream applies ("" for none), for `ops doctor`.
+        `stall_s`: COSYVOICE_STALL_S, how long upstream may go without progress before it has failed."""
+        if not stall_s > 0:
+            raise ValueError("stall_s must be positive")
         self._model = model
         self.version = version
         self.text_frontend = text_frontend
         self.sample_rate_hz = int(model.sample_rate)
         self._speakers = _SpeakerRegistry(model, max_speakers)
         self._max_chunk_weight = max_chunk_weight
-        # The worker already calls one at a time; this keeps `ops gpu-smoke` and any other caller safe.
+        self._stall_s = stall_s
+        self._inner = getattr(model, "model", None)  # upstream's CosyVoice3Model: LLM thread, stream state
+        self._guard = UpstreamGuard(self._inner)
+        # Streaming grows the model's hop 25 -> 50 -> 100 tokens and never resets it; each request
+        # starts again from the first hop, so its first chunk comes as early as the first request's.
+        self._first_hop_len: int | None = getattr(self._inner, "token_hop_len", None)
+        # Held for a whole request, a stream's whole life included: upstream keeps per-request state
+        # on the model (the hop length above, its caches), and the worker calls one at a time anyway.
         self._lock = threading.Lock()
 
     @classmethod
@@ -292,28 +312,34 @@ class CosyVoice3Engine:
         *,
         text_frontend: str = COSYVOICE_TEXT_FRONTENDS[0],
         wetext_dir: str | None = None,
+        stall_s: float = DEFAULT_STALL_S,
+        vllm: bool = False,
     ) -> CosyVoice3Engine:
         """Check the model directory and the text frontend's files, import upstream, load the model
         (slow: once per process). `text_frontend`, `wetext_dir`: COSYVOICE_TEXT_FRONTEND and
-        COSYVOICE_WETEXT_DIR; the load fails rather than run without the normalisation asked for."""
+        COSYVOICE_WETEXT_DIR; the load fails rather than run without the normalisation asked for.
+        `vllm`: COSYVOICE_VLLM, the LLM served by vLLM (GPU only; docs/COSYVOICE3.md)."""
         if text_frontend not in COSYVOICE_TEXT_FRONTENDS:
             raise EngineUnavailable(f"cosyvoice3: unknown text frontend {text_frontend!r}")
         directory = check_model_dir(model_dir)
         cosyvoice3 = import_upstream()
+        load_dir = writable_model_dir(directory) if vllm else directory
         with _offline_text_frontend(text_frontend, wetext_dir):
             try:
-                model = cosyvoice3(str(directory), load_trt=False, load_vllm=False, fp16=False)
+                model = cosyvoice3(str(load_dir), load_trt=False, load_vllm=vllm, fp16=False)
             except Exception as exc:  # whatever upstream raises here, the engine cannot start
                 raise EngineUnavailable(f"cosyvoice3: loading {directory} failed: {exc}") from exc
         active = _settle_text_frontend(model, text_frontend)
-        engine = cls(model, version=f"cosyvoice3-{directory.name}", text_frontend=active)
+        engine = cls(model, version=f"cosyvoice3-{directory.name}", text_frontend=active, stall_s=stall_s)
         if not _cuda_available():
             log.warning("no CUDA device: CosyVoice3 runs on the CPU, far slower than real time")
         log.info(
-            "CosyVoice3 loaded from %s at %d Hz, text frontend %s",
+            "CosyVoice3 loaded from %s at %d Hz, text frontend %s, vLLM %s, speech tokenizer on %s",
             directory,
             engine.sample_rate_hz,
             active or "none",
+            "on" if vllm else "off",
+            tokenizer_providers(model),
         )
         return engine
 
@@ -333,11 +359,35 @@ class CosyVoice3Engine:
 
     def synthesize(self, request: SynthesisRequest) -> Pcm:
         """Blocking; the text in chunks, each through the mode's inference call, joined in order."""
+        samples = np.concatenate(list(self._speech(request, split_text, stream=False)))
+        if samples.size == 0:
+            raise EngineError("cosyvoice3 produced no audio")
+        return Pcm(samples, self.sample_rate_hz)
+
+    def synthesize_stream(self, request: SynthesisRequest) -> Iterator[Pcm]:
+        """Blocking iterator: the speech in pieces as upstream makes them (`stream=True`).
+
+        The first text chunk is short (text_chunks.stream_chunks), so the first audio comes early.
+        `speed` other than 1 cannot stream upstream: then each text chunk comes whole. Closing the
+        iterator early stops upstream; the model stays locked until then.
+        """
+        produced = False
+        for samples in self._speech(request, stream_chunks, stream=request.speed == 1.0):
+            if samples.size:
+                produced = True
+                yield Pcm(samples, self.sample_rate_hz)
+        if not produced:
+            raise EngineError("cosyvoice3 produced no audio")
+
+    def _speech(
+        self, request: SynthesisRequest, chunking: Callable[[str, float], list[str]], *, stream: bool
+    ) -> Iterator[np.ndarray]:
+        """The speech of `request` as float32 arrays, text chunk by text chunk, in order."""
         # Typed <|…|> would become control tokens (the tokenizer allows every special token).
-        chunks = split_text(strip_special_tokens(request.text), self._max_chunk_weight)
+        chunks = chunking(strip_special_tokens(request.text), self._max_chunk_weight)
         if not chunks:
             raise EngineInputError("nothing to say once markup is removed")
-        prompt = _prompt_16k(request.prompt)
+        prompt = prompt_for_upstream(request.prompt)
         transcript = strip_special_tokens(request.prompt_text).strip()
         mode = request.mode
         if mode == ZERO_SHOT and not transcript:
@@ -345,51 +395,101 @@ class CosyVoice3Engine:
             log.info("zero_shot without a transcript: synthesising cross-lingual")
         with self._lock, _PromptWav(prompt) as prompt_wav:
             try:
-                infer = self._inference_call(mode, request, prompt, transcript, prompt_wav)
-                parts = [_join_speech(infer(chunk)) for chunk in chunks]
+                infer = self._inference_call(mode, request, prompt, transcript, prompt_wav, stream)
+                calls = [self._call(infer, chunk, stream) for chunk in chunks]
+                for output in run_calls(calls, self._guard, stall_s=self._stall_s):
+                    yield _as_float32(output["tts_speech"])
             except EngineError:
                 raise
             except Exception as exc:  # upstream's own errors: may pass on another worker or retry
                 raise EngineError(f"cosyvoice3 {mode} failed: {type(exc).__name__}: {exc}") from exc
-        samples = np.concatenate(parts)
-        if samples.size == 0:
-            raise EngineError("cosyvoice3 produced no audio")
-        np.nan_to_num(samples, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
-        np.clip(samples, -1.0, 1.0, out=samples)
-        return Pcm(samples, self.sample_rate_hz)
+
+    def _call(
+        self, infer: Callable[[str], Iterable[dict[str, Any]]], chunk: str, stream: bool
+    ) -> Callable[[], Iterable[dict[str, Any]]]:
+        """One upstream call for `chunk`, run when the call runs (on run_calls' thread)."""
+
+        def call() -> Iterable[dict[str, Any]]:
+            if stream and self._first_hop_len is not None:
+                self._inner.token_hop_len = self._first_hop_len
+            return infer(chunk)
+
+        return call
 
     def _inference_call(
-        self, mode: str, request: SynthesisRequest, prompt: Pcm, transcript: str, prompt_wav: _PromptWav
+        self,
+        mode: str,
+        request: SynthesisRequest,
+        prompt: Pcm,
+        transcript: str,
+        prompt_wav: _PromptWav,
+        stream: bool,
     ) -> Callable[[str], Iterable[dict[str, Any]]]:
-        """The upstream call for one chunk of text in `mode`, its voice and options bound."""
-        # stream=False: `speed` only works off the streaming path, which also mutates shared state.
-        options = {"stream": False, "speed": request.speed}
+        """The upstream call for one chunk of text in `mode`, its registered speaker and options bound.
+
+        With a registered speaker upstream reads neither prompt_text nor prompt_wav (its example
+        passes ""), so the prompt is written to disk only to register it.
+        """
+        # `speed` works only off the streaming path.
+        options = {"stream": stream, "speed": 1.0 if stream else request.speed}
         model = self._model
-        if mode == ZERO_SHOT:
-            speaker_id = self._speakers.ensure(
-                request.speaker_key, prompt, transcript, prompt_wav.path, request.voice_key
+
+        def speaker(prompt_text: str) -> str:
+            return self._speakers.ensure(
+                request.speaker_key, prompt, prompt_text, prompt_wav.path, request.voice_key
             )
-            # With a registered speaker upstream reads neither prompt_text nor prompt_wav (its example
-            # passes ""), so the prompt is not written to disk again.
-            return lambda chunk: model.inference_zero_shot(
-                chunk, "", "", zero_shot_spk_id=speaker_id, **options
-            )
-        wav = prompt_wav.path()
+
         if mode == INSTRUCT:
             assert request.instruct is not None  # SynthesisRequest guarantees it for this mode
             instruction = instruct_text(request.instruct)
-            # Never a registered speaker here: instruct2 would use its prompt and drop the instruction.
-            return lambda chunk: model.inference_instruct2(chunk, instruction, wav, **options)
+            # Registered with the instruction as its prompt text, which instruct2 then keeps.
+            instruct_id = speaker(instruction)
+            return lambda chunk: model.inference_instruct2(
+                chunk, instruction, "", zero_shot_spk_id=instruct_id, **options
+            )
+        # Cross-lingual shares zero-shot's registration: it drops the LLM's prompt and keeps the rest.
+        speaker_id = speaker(zero_shot_prompt_text(transcript))
+        if mode == ZERO_SHOT:
+            return lambda chunk: model.inference_zero_shot(
+                chunk, "", "", zero_shot_spk_id=speaker_id, **options
+            )
         # cross_lingual. v3 needs no language tag, so request.language is not used.
-        return lambda chunk: model.inference_cross_lingual(cross_lingual_tts_text(chunk), wav, **options)
+        return lambda chunk: model.inference_cross_lingual(
+            cross_lingual_tts_text(chunk), "", zero_shot_spk_id=speaker_id, **options
+        )
 
 
-def _prompt_16k(prompt: Pcm) -> Pcm:
-    """The prompt at 16 kHz and at most MAX_PROMPT_S (uploads may run a fraction of a second over)."""
+def prompt_for_upstream(prompt: Pcm) -> Pcm:
+    """The prompt at 24 kHz, or at its own rate between 16 and 24 kHz (lower ones are raised to 16 kHz,
+    upstream's minimum), and at most MAX_PROMPT_S (uploads may run a fraction of a second over)."""
     if prompt.samples.size == 0:
         raise EngineInputError("the voice sample is empty")
-    samples = prompt.samples if prompt.sample_rate_hz == PROMPT_RATE_HZ else resample(prompt, PROMPT_RATE_HZ)
-    return Pcm(samples[: int(MAX_PROMPT_S * PROMPT_RATE_HZ)], PROMPT_RATE_HZ)
+    rate = min(PROMPT_RATE_HZ, max(MIN_PROMPT_RATE_HZ, prompt.sample_rate_hz))
+    samples = prompt.samples if prompt.sample_rate_hz == rate else resample(prompt, rate)
+    return Pcm(samples[: int(MAX_PROMPT_S * rate)], rate)
+
+
+def writable_model_dir(directory: Path) -> Path:
+    """A writable stand-in for `directory`, for `load_vllm`, which exports the LLM into `<dir>/vllm`.
+
+    Production mounts the model directory read-only; the stand-in links each of its entries and has
+    an empty `vllm/` of its own. It is removed when the process exits (vLLM reads it after load).
+    """
+    stand_in = Path(tempfile.mkdtemp(prefix="voicerelay-cosyvoice-"))
+    atexit.register(shutil.rmtree, stand_in, ignore_errors=True)
+    for entry in directory.iterdir():
+        if entry.name != "vllm":
+            (stand_in / entry.name).symlink_to(entry.resolve())
+    (stand_in / "vllm").mkdir()
+    return stand_in
+
+
+def tokenizer_providers(model: Any) -> str:
+    """Where the speech tokenizer's ONNX session runs ("CUDAExecutionProvider, …"): a CPU-only
+    onnxruntime on a GPU machine is easy to miss and slows every prompt."""
+    session = getattr(getattr(model, "frontend", None), "speech_tokenizer_session", None)
+    get_providers = getattr(session, "get_providers", None)
+    return ", ".join(get_providers()) if callable(get_providers) else "unknown providers"
 
 
 class _PromptWav:
@@ -425,13 +525,10 @@ def _cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def _join_speech(outputs: Iterable[dict[str, Any]]) -> np.ndarray:
-    """The `tts_speech` tensors (1, N) of one inference call, as one float32 array."""
-    parts = [_as_float32(output["tts_speech"]) for output in outputs]
-    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-
-
 def _as_float32(speech: Any) -> np.ndarray:
+    """A `tts_speech` tensor (1, N) as float32 samples, finite and within [-1, 1]."""
     if hasattr(speech, "detach"):  # a torch tensor, possibly on the GPU
         speech = speech.detach().cpu().numpy()
-    return np.asarray(speech, dtype=np.float32).reshape(-1)
+    samples = np.array(speech, dtype=np.float32).reshape(-1)  # a copy: upstream's buffer stays its own
+    np.nan_to_num(samples, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+    return np.clip(samples, -1.0, 1.0, out=samples)

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from common.audio import Pcm
 from common.vocabulary import ESPEAK
 from synth_worker.engines.base import SynthesisRequest
 from synth_worker.engines.errors import EngineError, EngineInputError, EngineUnavailable
+from synth_worker.engines.text_chunks import stream_chunks
 from synth_worker.speaker import variants
 from synth_worker.speaker.adaptation import (
     LogF0Stats,
@@ -54,6 +55,9 @@ _SYNTH_CALLBACK = ctypes.CFUNCTYPE(
 
 _BASE_RATE_WPM = 175  # espeak's default speaking rate
 _MIN_RATE_WPM, _MAX_RATE_WPM = 80, 450
+# A stream's pieces after the first: a sentence or two (text_chunks.chunk_weight, about a Han
+# character each), a second or three of speech.
+_STREAM_CHUNK_WEIGHT = 40.0
 _PROFILE_FORMAT = "world-1"  # bump when the analysis or the profile's meaning changes
 
 _MANDARIN, _CANTONESE, _ENGLISH = "cmn", "yue", "en"
@@ -145,6 +149,17 @@ class EspeakEngine:
 
         Raises ProfileError (an EngineInputError) for a profile this engine did not make.
         """
+        utterance = self._utterance(request)
+        return utterance.speak(utterance.text)
+
+    def synthesize_stream(self, request: SynthesisRequest) -> Iterator[Pcm]:
+        """Blocking iterator: the speech sentence by sentence (text_chunks.stream_chunks: the first
+        piece a short clause), each piece spoken and adapted on its own."""
+        utterance = self._utterance(request)
+        for chunk in stream_chunks(utterance.text, _STREAM_CHUNK_WEIGHT):
+            yield utterance.speak(chunk)
+
+    def _utterance(self, request: SynthesisRequest) -> _Utterance:
         profile = None
         if request.speaker_profile is not None:
             profile = SpeakerProfile.from_bytes(
@@ -155,11 +170,7 @@ class EspeakEngine:
             raise EngineInputError("nothing to say once markup is removed")
         voice = choose_voice(text, instruct=request.instruct, language=request.language)
         prosody = Prosody.for_request(request.speed, request.instruct)
-        pcm16 = self._native.synthesize(text, voice, prosody, profile.variant if profile else variants.STEADY)
-        if pcm16.size == 0:
-            raise EngineInputError("espeak produced no audio for this text")
-        speech = Pcm(pcm16.astype(np.float32) / 32768.0, self.sample_rate_hz)
-        return speech if profile is None else adapt(WorldFeatures.analyse(speech), profile)
+        return _Utterance(self._native, self.sample_rate_hz, text, voice, prosody, profile)
 
     def analyse_speaker(self, prompt: Pcm) -> bytes:
         """The prompt's speaker profile: blocking and deterministic, a few seconds (README numbers).
@@ -187,6 +198,26 @@ class EspeakEngine:
             variants.REFERENCE_SENTENCE, _MANDARIN, Prosody(rate_wpm=_BASE_RATE_WPM), variant
         )
         return Pcm(pcm16.astype(np.float32) / 32768.0, self.sample_rate_hz)
+
+
+@dataclass(frozen=True)
+class _Utterance:
+    """One request's text, voice, prosody and speaker profile: speaks the text or any piece of it."""
+
+    native: _NativeEspeak
+    sample_rate_hz: int
+    text: str
+    voice: str
+    prosody: Prosody
+    profile: SpeakerProfile | None
+
+    def speak(self, text: str) -> Pcm:
+        variant = self.profile.variant if self.profile else variants.STEADY
+        pcm16 = self.native.synthesize(text, self.voice, self.prosody, variant)
+        if pcm16.size == 0:
+            raise EngineInputError("espeak produced no audio for this text")
+        speech = Pcm(pcm16.astype(np.float32) / 32768.0, self.sample_rate_hz)
+        return speech if self.profile is None else adapt(WorldFeatures.analyse(speech), self.profile)
 
 
 class _NativeEspeak:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from common.config import Settings
 from common.vocabulary import COSYVOICE3, COSYVOICE_TEXT_FRONTENDS, ENGINE_NAMES, ESPEAK
 from synth_worker.engines.base import Engine
+from synth_worker.engines.cosyvoice_calls import DEFAULT_STALL_S
 from synth_worker.engines.errors import EngineUnavailable
 
 
@@ -23,11 +24,17 @@ class EngineOptions:
     model_dir: str | None = None  # COSYVOICE_MODEL_DIR
     text_frontend: str = COSYVOICE_TEXT_FRONTENDS[0]  # COSYVOICE_TEXT_FRONTEND
     wetext_dir: str | None = None  # COSYVOICE_WETEXT_DIR
+    stall_s: float = DEFAULT_STALL_S  # COSYVOICE_STALL_S
+    vllm: bool = False  # COSYVOICE_VLLM
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineOptions:
         return cls(
-            settings.cosyvoice_model_dir, settings.cosyvoice_text_frontend, settings.cosyvoice_wetext_dir
+            model_dir=settings.cosyvoice_model_dir,
+            text_frontend=settings.cosyvoice_text_frontend,
+            wetext_dir=settings.cosyvoice_wetext_dir,
+            stall_s=settings.cosyvoice_stall_s,
+            vllm=settings.cosyvoice_vllm,
         )
 
 
@@ -45,7 +52,11 @@ def _load_cosyvoice3(options: EngineOptions) -> Engine:
     from synth_worker.engines.cosyvoice3 import CosyVoice3Engine
 
     return CosyVoice3Engine.load(
-        options.model_dir, text_frontend=options.text_frontend, wetext_dir=options.wetext_dir
+        options.model_dir,
+        text_frontend=options.text_frontend,
+        wetext_dir=options.wetext_dir,
+        stall_s=options.stall_s,
+        vllm=options.vllm,
     )
 
 
@@ -61,8 +72,11 @@ def _probe_cosyvoice3(options: EngineOptions) -> str:
     else:
         frontend = "text frontend ttsfrd (checked at load)"
     import_upstream()
+    # vLLM itself is imported by upstream only when loading: here the setting is only reported.
+    vllm = "vLLM on" if options.vllm else "vLLM off"
     return (
-        f"cosyvoice3: model files complete in {directory}, {frontend}, CosyVoice code importable (not loaded)"
+        f"cosyvoice3: model files complete in {directory}, {frontend}, {vllm}, "
+        "CosyVoice code importable (not loaded)"
     )
 
 

@@ -115,7 +115,7 @@ scenarios['record, listen, upload with the shown sentence, then follow the revie
   const [options] = world.ui.recorderStarts;
   assert.deepEqual(
     { format: options.format, sampleRate: options.sampleRate, numberOfChannels: options.numberOfChannels },
-    { format: 'aac', sampleRate: 16000, numberOfChannels: 1 }
+    { format: 'aac', sampleRate: 24000, numberOfChannels: 1 }
   );
   assert.ok(options.duration >= 10000 && options.duration <= world.fixtures.maxSpeechS * 1000);
   assert.equal(page.data.phase, 'recording');

@@ -290,7 +290,7 @@ def _voice_paths() -> Json:
         "/v1/voices/{voice_id}/audio": {
             "get": _op(
                 "getVoiceAudio",
-                "The stored (normalised, 16 kHz mono WAV) sample",
+                "The stored sample (normalised mono WAV, 24 kHz or the upload's lower rate, at least 16 kHz)",
                 "voices",
                 audio_responses([CONTENT_TYPES["wav"]], "unauthorized", "not_found", "unavailable"),
                 security=BEARER_OR_LINK,

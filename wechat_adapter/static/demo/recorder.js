@@ -31,9 +31,17 @@ export function fileNameFor(mimeType) {
  */
 export async function startRecording({ maxSeconds, onTick }) {
   // Call-style processing (echo cancellation, noise suppression, gain riding) changes the timbre
-  // the model is meant to copy: ask for the plain signal.
+  // the model is meant to copy: ask for the plain signal. The gateway keeps samples at 24 kHz, so
+  // ask for the microphone's usual 48 kHz (a hint, never a requirement that could fail): nothing
+  // below 24 kHz, and Opus records at 48 kHz anyway.
   const stream = await navigator.mediaDevices.getUserMedia({
-    audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false, channelCount: 1 },
+    audio: {
+      echoCancellation: false,
+      noiseSuppression: false,
+      autoGainControl: false,
+      channelCount: 1,
+      sampleRate: { ideal: 48000 },
+    },
   });
   const mimeType = MIME_PREFERENCE.find((type) => MediaRecorder.isTypeSupported(type));
   const recorder = new MediaRecorder(stream, mimeType ? { mimeType } : undefined);
