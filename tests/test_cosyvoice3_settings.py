@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from pathlib import Path
 
+import pytest
 import test_cosyvoice3
 
 from common.config import Settings
 from synth_worker.engines.cosyvoice3 import CosyVoice3Engine
 from synth_worker.engines.cosyvoice_calls import DEFAULT_STALL_S
+from synth_worker.engines.errors import EngineUnavailable
 from synth_worker.engines.registry import EngineOptions, load_engine, probe_engine
 
 # The loading fixtures of tests/test_cosyvoice3.py (a complete, empty model directory; a stand-in upstream).
@@ -44,13 +47,22 @@ def test_the_registry_loads_with_the_stall_time_and_without_vllm(
     assert args == (str(model_dir),) and kwargs["load_vllm"] is False
 
 
-def test_the_registry_loads_with_vllm_from_a_writable_stand_in(model_dir: Path, fake_upstream: list) -> None:
+def test_the_registry_loads_with_vllm_from_a_writable_stand_in(
+    model_dir: Path, fake_upstream: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "vllm" else None)
     load_engine("cosyvoice3", EngineOptions(str(model_dir), "none", vllm=True))
     [(args, kwargs)] = fake_upstream
     assert kwargs["load_vllm"] is True
     stand_in = Path(args[0])
     assert stand_in != model_dir and (stand_in / "vllm").is_dir()  # upstream exports the LLM there
     assert (stand_in / "llm.pt").resolve() == (model_dir / "llm.pt").resolve()
+
+
+def test_vllm_without_the_package_does_not_load_and_says_why(model_dir: Path, fake_upstream: list) -> None:
+    with pytest.raises(EngineUnavailable, match="needs the vllm package"):
+        load_engine("cosyvoice3", EngineOptions(str(model_dir), "none", vllm=True))
+    assert fake_upstream == []
 
 
 def test_the_doctor_probe_says_whether_vllm_is_on(model_dir: Path, fake_upstream: list) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
+import importlib.util
 import logging
 import shutil
 import tempfile
@@ -323,6 +324,11 @@ class CosyVoice3Engine:
             raise EngineUnavailable(f"cosyvoice3: unknown text frontend {text_frontend!r}")
         directory = check_model_dir(model_dir)
         cosyvoice3 = import_upstream()
+        if vllm and importlib.util.find_spec("vllm") is None:
+            raise EngineUnavailable(
+                "cosyvoice3: COSYVOICE_VLLM=true needs the vllm package, which the GPU image does not "
+                "install; install it into the image (docs/COSYVOICE3.md) or set COSYVOICE_VLLM=false"
+            )
         load_dir = writable_model_dir(directory) if vllm else directory
         with _offline_text_frontend(text_frontend, wetext_dir):
             try:
