@@ -21,6 +21,7 @@ __all__ = [
     "CONTENT_TYPES",
     "AudioDecodeError",
     "AudioError",
+    "Mp3Stream",
     "Pcm",
     "decode_audio",
     "encode_audio",
@@ -253,6 +254,42 @@ def _mux(pcm: Pcm, encoding: _Encoding, tags: dict[str, str], path: str) -> None
             out.mux(packet)
         for packet in stream.encode(None):
             out.mux(packet)
+
+
+class Mp3Stream:
+    """MP3 frames of audio that arrives in pieces, for a client that plays while it downloads.
+
+    One encoder for the whole stream, so the frames join without gaps or clicks at the pieces' seams;
+    `encode` returns the frames ready so far (the encoder keeps up to a frame back), `finish` the rest.
+    Blocking (CPU): call it off the event loop.
+    """
+
+    def __init__(self, sample_rate_hz: int) -> None:
+        codec = av.Codec(_ENCODINGS["mp3"].codec, "w")
+        if _supported_rate_hz(sample_rate_hz, codec.audio_rates) != sample_rate_hz:
+            raise ValueError(f"MP3 cannot carry {sample_rate_hz} Hz")
+        self.sample_rate_hz = sample_rate_hz
+        self._context = av.CodecContext.create(codec.name, "w")
+        self._context.sample_rate = sample_rate_hz
+        self._context.layout = "mono"
+        self._context.format = "fltp"
+        self._context.bit_rate = _BIT_RATE_BPS
+        self._pts = 0
+
+    def encode(self, pcm: Pcm) -> bytes:
+        if pcm.sample_rate_hz != self.sample_rate_hz:
+            raise ValueError(f"a {pcm.sample_rate_hz} Hz piece in a {self.sample_rate_hz} Hz stream")
+        if pcm.samples.size == 0:
+            return b""
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(pcm.samples, dtype=np.float32).reshape(1, -1), format="flt", layout="mono"
+        )
+        frame.sample_rate, frame.pts = self.sample_rate_hz, self._pts
+        self._pts += pcm.samples.size
+        return b"".join(bytes(packet) for packet in self._context.encode(frame))
+
+    def finish(self) -> bytes:
+        return b"".join(bytes(packet) for packet in self._context.encode(None))
 
 
 def _supported_rate_hz(rate_hz: int, supported: tuple[int, ...] | None) -> int:

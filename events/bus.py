@@ -23,6 +23,7 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from events import names
+from events.audio import audio_stream_config
 from events.envelope import Envelope
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,7 @@ class EventBus:
                 num_replicas=replicas,
             )
         )
+        await self._ensure_stream(audio_stream_config(replicas))
         for spec in (*CONSUMERS, *DEADLETTER_CONSUMERS):
             # A durable create without an action is create-or-update (nats-server >= 2.10): changed
             # settings such as ack_wait or max_deliver apply to the existing consumer, which keeps its

@@ -30,6 +30,22 @@ class EventType(StrEnum):
     USER_ERASED = "tts.user.erased"
 
 
+# Audio of running jobs for streaming clients (events/audio.py): a stream of its own, in memory and
+# short-lived, outside the audit stream. `audio.<owner>.<task_id>.<attempt>`.
+AUDIO_STREAM = "TTS_AUDIO"
+AUDIO_STREAM_SUBJECTS = ("audio.>",)
+
+
+def audio_subject(owner: str, task_id: str, attempt: int) -> str:
+    """Where attempt `attempt` (the job's delivery number) of a task publishes its audio chunks."""
+    return f"audio.{owner}.{task_id}.{attempt}"
+
+
+def audio_subjects(owner: str, task_id: str) -> str:
+    """Every attempt's chunks of a task (`task_id` "*": of every task of the owner)."""
+    return f"audio.{owner}.{task_id}.*"
+
+
 # Durable pull consumers that hand out work (explicit ack). Each names the subjects it takes.
 WORKER_CONSUMER = "synth-worker"
 WORKER_SUBJECTS = (EventType.SYNTHESIS_REQUESTED,)

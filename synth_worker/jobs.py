@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from common.logs import log_context
 from common.owners import owned_key
 from common.vocabulary import AIGC_LABELS
 from events import names
+from events.audio import AudioPublisher, purge_audio
 from events.bus import EventBus, consumer_spec
 from events.consumer import DeadLetter
 from events.envelope import Envelope
@@ -44,10 +44,11 @@ from storage.keys import features_prefix, output_key
 from storage.objects import ObjectNotFound, ObjectStore, StorageError
 from synth_worker.engines.base import Engine, SynthesisRequest, adapts_to_speaker, forgets_voices
 from synth_worker.engines.errors import EngineInputError, ProfileRejected
-from synth_worker.labels import implicit_metadata, with_explicit_label
+from synth_worker.labels import implicit_metadata, label_tail
 from synth_worker.metrics import WorkerMetrics
 from synth_worker.speaker.embedding import SpeakerEncoder, cosine
 from synth_worker.speaker.profiles import Profile, ProfileCache, ProfileKey, ProfileSource
+from synth_worker.streaming import stream_speech
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class Rendered:
     synthesis_s: float
     speech: Pcm  # the engine's speech, before the label and encoding: what similarity is measured on
     aigc_label: str = AIGC_LABELS[0]  # the audible label the file carries (common.vocabulary)
+    label_tail: Pcm | None = None  # what the file has after the speech: a pause and the audible label
+    first_audio_s: float | None = None  # the engine's time to its first piece of speech
     speaker_profile: ProfileSource | None = None  # where the engine's speaker profile came from
     speaker_similarity: float | None = None  # output vs sample, cosine of speaker embeddings
 
@@ -100,26 +103,26 @@ def read_sample(sample: bytes) -> tuple[Pcm, str]:
 
 
 def render(
-    engine: Engine,
-    request: SynthesisRequest,
+    speech: Pcm,
+    synthesis_s: float,
     audio_format: str,
     task_id: str,
     *,
     aigc_label: str = AIGC_LABELS[0],
     aigc_producer: str = "VoiceRelay",
 ) -> Rendered:
-    """Synthesise, label and encode (blocking: runs in the engine's executor).
+    """Label and encode the engine's speech (blocking: runs in the engine's executor).
 
-    China's labelling rules (synth_worker/labels.py): the audible label `aigc_label` is added to the
-    speech, and the implicit one (GB 45438-2025 Annex E, the task id as ProduceID) goes into the
-    file's metadata.
+    China's labelling rules (synth_worker/labels.py): the audible label `aigc_label` follows the
+    speech (the stream sends the same tail), and the implicit one (GB 45438-2025 Annex E, the task id
+    as ProduceID) goes into the file's metadata.
     """
-    started = time.perf_counter()
-    pcm: Pcm = engine.synthesize(request)
-    synthesis_s = time.perf_counter() - started
-    labelled = with_explicit_label(pcm, aigc_label)
+    tail = label_tail(speech, aigc_label)
+    labelled = (
+        speech if tail is None else Pcm(np.concatenate([speech.samples, tail.samples]), speech.sample_rate_hz)
+    )
     audio = encode_audio(labelled, audio_format, metadata=implicit_metadata(aigc_producer, task_id))
-    return Rendered(audio, labelled.duration_s, synthesis_s, pcm, aigc_label)
+    return Rendered(audio, labelled.duration_s, synthesis_s, speech, aigc_label, tail)
 
 
 def retry_delay_s(num_delivered: int) -> float:
@@ -216,7 +219,7 @@ class JobRunner:
         log.info("task %s running (attempt %d, trace %s)", task_id, msg.metadata.num_delivered, task.trace_id)
         try:
             async with heartbeat(msg, self._heartbeat_s):
-                rendered = await self._synthesise(task, event)
+                rendered = await self._synthesise(task, event, msg.metadata.num_delivered)
                 key = output_key(owner, task_id, task.format)
                 await self._store.put(key, rendered.audio, CONTENT_TYPES[task.format])
         except (ObjectNotFound, UserErased):
@@ -303,10 +306,14 @@ class JobRunner:
             await self._store.delete(key)
         except StorageError as exc:  # the S3 lifecycle rule expires it
             log.error("audio of erased task %s not deleted: %s", task.task_id, exc)
+        try:
+            await purge_audio(self._bus.js, task.owner, task.task_id)
+        except (nats.errors.Error, TimeoutError) as exc:  # the audio stream expires them in minutes
+            log.error("audio chunks of erased task %s not purged: %r", task.task_id, exc)
         log.info("task %s vanished while it ran (its user's data was erased); audio discarded", task.task_id)
         await msg.ack()
 
-    async def _synthesise(self, task: TaskRecord, event: Envelope) -> Rendered:
+    async def _synthesise(self, task: TaskRecord, event: Envelope, attempt: int) -> Rendered:
         data = event.data
         sample, user_key = await asyncio.gather(
             self._store.get(str(data["sample_key"])), self._state.user_keys.find(task.owner)
@@ -329,18 +336,20 @@ class JobRunner:
             voice_key=owned_key(task.owner, task.voice_id),
         )
         try:
-            rendered = await self._speak(task, voice, request)
+            rendered = await self._speak(task, voice, request, attempt)
         except Exception:
             await self._erase_if_deleted(task.owner, task.voice_id)
             raise
         await self._erase_if_deleted(task.owner, task.voice_id)
         return rendered
 
-    async def _speak(self, task: TaskRecord, voice: VoiceSample, request: SynthesisRequest) -> Rendered:
+    async def _speak(
+        self, task: TaskRecord, voice: VoiceSample, request: SynthesisRequest, attempt: int
+    ) -> Rendered:
         """The engine's rendering with the voice's profile, and the speaker similarity."""
         profile = await self._speaker_profile(voice)
         try:
-            rendered = await self._render(task, request, profile)
+            rendered = await self._render(task, request, profile, attempt)
         except ProfileRejected as exc:
             if profile is None or profile.source == "computed":
                 raise  # the engine refuses its own fresh analysis: a poison job
@@ -350,7 +359,7 @@ class JobRunner:
             )
             await self._profiles.discard(self._profile_key(voice))
             profile = await self._speaker_profile(voice)
-            rendered = await self._render(task, request, profile)
+            rendered = await self._render(task, request, profile, attempt)
         return dataclasses.replace(
             rendered,
             speaker_profile=None if profile is None else profile.source,
@@ -417,13 +426,23 @@ class JobRunner:
                 erased,
             )
 
-    async def _render(self, task: TaskRecord, request: SynthesisRequest, profile: Profile | None) -> Rendered:
+    async def _render(
+        self, task: TaskRecord, request: SynthesisRequest, profile: Profile | None, attempt: int
+    ) -> Rendered:
+        """Synthesise as a stream, each piece published as it comes (events/audio.py), then the label's
+        tail and the end marker: a client streaming the task hears what the stored file holds."""
         with_profile = dataclasses.replace(request, speaker_profile=None if profile is None else profile.data)
+        chunks = AudioPublisher(self._bus.js, task.owner, task.task_id, attempt)
+        spoken = await stream_speech(self._engine, with_profile, self._executor, chunks.publish)
         labels = {"aigc_label": self._aigc_label, "aigc_producer": self._aigc_producer}
-        return await asyncio.get_running_loop().run_in_executor(
+        rendered = await asyncio.get_running_loop().run_in_executor(
             self._executor,
-            lambda: render(self._engine, with_profile, task.format, task.task_id, **labels),
+            lambda: render(spoken.speech, spoken.synthesis_s, task.format, task.task_id, **labels),
         )
+        if rendered.label_tail is not None:
+            await chunks.publish(rendered.label_tail)
+        await chunks.end(spoken.speech.sample_rate_hz)
+        return dataclasses.replace(rendered, first_audio_s=spoken.first_piece_s)
 
     def _profile_key(self, voice: VoiceSample) -> ProfileKey:
         assert self._adaptive is not None
@@ -474,6 +493,8 @@ class JobRunner:
                 "synthesis_s": round(rendered.synthesis_s, 4),
                 "real_time_factor": round(rendered.synthesis_s / max(rendered.speech.duration_s, 1e-6), 4),
             }
+            if rendered.first_audio_s is not None:
+                data["first_audio_s"] = round(rendered.first_audio_s, 4)
             if rendered.speaker_similarity is not None:
                 data["speaker_similarity"] = rendered.speaker_similarity
             if rendered.speaker_profile is not None:

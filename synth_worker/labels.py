@@ -191,16 +191,33 @@ def match_loudness(label: Pcm, speech: Pcm) -> Pcm:
     return Pcm((samples * np.float32(gain)).astype(np.float32, copy=False), speech.sample_rate_hz)
 
 
+def label_tail(speech: Pcm, kind: str) -> Pcm | None:
+    """What follows `speech` when the label goes at the end: GAP_S of silence, then the audible label
+    of `kind` matched to the speech's loudness. None for `none`. A stream sends it after the speech."""
+    label = explicit_label(kind)
+    if label is None:
+        return None
+    parts = [_gap(speech), match_loudness(label, speech).samples]
+    return Pcm(np.concatenate(parts), speech.sample_rate_hz)
+
+
 def with_explicit_label(speech: Pcm, kind: str, *, placement: str = PLACEMENT) -> Pcm:
     """`speech` with the audible label of `kind` appended (or prepended), GAP_S apart."""
+    if placement == "end":
+        tail = label_tail(speech, kind)
+        return (
+            speech
+            if tail is None
+            else Pcm(np.concatenate([speech.samples, tail.samples]), speech.sample_rate_hz)
+        )
+    if placement != "start":
+        raise ValueError(f"placement must be start or end, got {placement!r}")
     label = explicit_label(kind)
     if label is None:
         return speech
-    matched = match_loudness(label, speech)
-    gap = np.zeros(round(GAP_S * speech.sample_rate_hz), np.float32)
-    parts = [speech.samples, gap, matched.samples]
-    if placement == "start":
-        parts.reverse()
-    elif placement != "end":
-        raise ValueError(f"placement must be start or end, got {placement!r}")
+    parts = [match_loudness(label, speech).samples, _gap(speech), speech.samples]
     return Pcm(np.concatenate(parts), speech.sample_rate_hz)
+
+
+def _gap(speech: Pcm) -> np.ndarray:
+    return np.zeros(round(GAP_S * speech.sample_rate_hz), np.float32)

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from common.config import Settings
+from common.ids import new_id
 from common.owners import owned_key
 from events import names
 from events.bus import CONSUMERS, EventBus
@@ -110,7 +111,7 @@ async def queued_job(
     assert voice is not None
     now = utc_now_iso()
     task = TaskRecord(
-        task_id=f"t_{uuid.uuid4().hex[:26]}", owner=owner, status=TaskStatus.QUEUED, text=text,
+        task_id=new_id("t"), owner=owner, status=TaskStatus.QUEUED, text=text,
         voice_id=voice_id, mode="zero_shot", format=audio_format, trace_id=trace_id, created_at=now,
         updated_at=now,
     )  # fmt: skip

@@ -223,7 +223,8 @@ def test_render_labels_every_format_for_both_readers(audio_format: str, kind: st
         text="你好，世界", mode="zero_shot", prompt=Pcm(np.zeros(16_000, np.float32), 16_000),
         prompt_text="", speaker_key="k",
     )  # fmt: skip
-    rendered = render(_PlainEngine(), request, audio_format, "t_unit", aigc_label=kind, aigc_producer="示例")
+    said = _PlainEngine().synthesize(request)
+    rendered = render(said, 0.1, audio_format, "t_unit", aigc_label=kind, aigc_producer="示例")
     for reader in (aigc_by_pyav, aigc_by_mutagen):
         assert_annex_e(reader(rendered.audio, audio_format), producer="示例", produce_id="t_unit")
     speech_s = speech("你好，世界").duration_s

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -88,6 +88,14 @@ def relative(url: str) -> str:
     return f"{parts.path}?{parts.query}" if parts.query else parts.path
 
 
+async def streamed_audio_of(stack: Stack, openid: str) -> int:
+    """How many audio chunks of the user's tasks the audio stream holds (events/audio.py)."""
+    info = await stack.bus.js.stream_info(
+        names.AUDIO_STREAM, subjects_filter=names.audio_subjects(openid, "*")
+    )
+    return sum((info.state.subjects or {}).values())
+
+
 async def test_erasure_leaves_nothing_and_the_log_forgets_the_words(stack: Stack) -> None:
     client, voice, tasks, text = await used_account(stack)
     openid = client.openid or ""
@@ -102,10 +110,12 @@ async def test_erasure_leaves_nothing_and_the_log_forgets_the_words(stack: Stack
     code, replayed = await run_ops("replay", "task", tasks[0]["task_id"], env=stack_env(stack))
     assert code == 0 and f"text={text}" in replayed, replayed
     assert await objects_of(stack, openid) and await kv_traces_of(stack, openid)
+    assert await streamed_audio_of(stack, openid) > 0
 
     await erase(client)
 
     assert await objects_of(stack, openid) == []
+    assert await streamed_audio_of(stack, openid) == 0  # the chunks streams read, gone too
     assert await kv_traces_of(stack, openid) == {t.format(openid=openid) for t in ALLOWED_TRACES}
     # The old token, and every link handed out before, lead nowhere.
     assert_error(await client.request("GET", "/v1/voices"), 401, "unauthorized")
@@ -159,10 +169,17 @@ class HeldEspeak(EspeakEngine):
         self.started, self.release = threading.Event(), threading.Event()
 
     def synthesize(self, request: SynthesisRequest) -> Pcm:
+        self._hold()
+        return super().synthesize(request)
+
+    def synthesize_stream(self, request: SynthesisRequest) -> Iterator[Pcm]:
+        self._hold()
+        yield from super().synthesize_stream(request)
+
+    def _hold(self) -> None:
         self.started.set()
         if not self.release.wait(60):
             raise TimeoutError("the test never released the synthesis")
-        return super().synthesize(request)
 
 
 @dataclass

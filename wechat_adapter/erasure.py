@@ -5,9 +5,10 @@ The steps, in this order:
    follow within `revocations.cache_s`).
 2. A sweep: the KV records filed under the user (tasks, voices, cached results, idempotency claims,
    rate-limit windows, stream leases, the session record; `SharedState.forget_owner`) and their
-   voices' media-check records go first, then every object under the user's S3 prefixes (samples,
-   features, outputs). Records before objects: a worker that stores a task's audio after the objects
-   went finds the task gone and deletes that audio itself (synth_worker/jobs.py).
+   voices' media-check records go first, then the audio chunks their tasks' streams still hold
+   (events/audio.py), then every object under the user's S3 prefixes (samples, features, outputs).
+   Records before objects: a worker that stores a task's audio after the objects went finds the task
+   gone and deletes that audio and its chunks itself (synth_worker/jobs.py).
 3. Once `revocations.cache_s` has passed since step 1, the sweep once more: a request that another
    instance let through just before the revocation reached it may have stored something meanwhile.
 4. The user's sealing key is destroyed (events/sealing.py): the texts and transcripts in every event
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 
 import nats.errors
 
+from events.audio import purge_audio
 from events.envelope import new_event
 from events.names import EventType
 from events.records import VoiceRecord
@@ -90,5 +92,6 @@ async def _sweep(gateway: Gateway, owner: str) -> tuple[list[VoiceRecord], int, 
         *(state.media_checks.delete(voice.media_trace_id) for voice in voices if voice.media_trace_id)
     )
     await state.forget_owner(owner)
+    await purge_audio(gateway.bus.js, owner)  # what streams of their tasks still hold (events/audio.py)
     deleted = await asyncio.gather(*map(gateway.store.delete_prefix, owner_prefixes(owner)))
     return voices, len(task_keys), sum(deleted)

@@ -16,7 +16,7 @@ PUBLIC_PATHS = frozenset({"/v1/session"})
 AUTHENTICATED_ON_PUBLIC_PATHS = frozenset({("DELETE", "/v1/session")})
 # Routes a client may reach with `?sig=` instead of a header (audio players cannot set headers).
 # Route name -> the link kind signed for it; the signed id must match the URL's `{id}`.
-LINKED_ROUTES = {"task_audio": "task-audio", "voice_audio": "voice-audio"}
+LINKED_ROUTES = {"task_audio": "task-audio", "task_stream": "task-stream", "voice_audio": "voice-audio"}
 # The session of a request authenticated by its bearer token (absent for a signed link).
 SESSION = web.RequestKey("session", TokenClaims)
 

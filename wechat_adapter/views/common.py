@@ -38,6 +38,9 @@ def task_json(gateway: Gateway, task: TaskRecord) -> dict[str, Any]:
     }
     if task.instruct:
         body["instruct"] = task.instruct
+    # Signed like audio_url, so a player that cannot set headers may open it too.
+    stream_sig = gateway.links.sign("task-stream", task.owner, task.task_id)
+    body["stream_url"] = gateway.public_url(f"/v1/syntheses/{task.task_id}/stream?sig={stream_sig}")
     if task.status == TaskStatus.SUCCEEDED:
         sig = gateway.links.sign("task-audio", task.owner, task.task_id)
         body["audio_url"] = gateway.public_url(f"/v1/syntheses/{task.task_id}/audio?sig={sig}")

@@ -1,4 +1,5 @@
-"""Synthesis tasks: submit, list, get, fetch audio, and follow status over server-sent events."""
+"""Synthesis tasks: submit, list, get, fetch audio, follow status over server-sent events, and
+listen to the audio as it is synthesised."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from wechat_adapter.fields import (
     SPEED_RANGE,
 )
 from wechat_adapter.http.requests import caller_of, gateway_of, json_response, owner_of, read_json_object
+from wechat_adapter.listening import STREAM_FORMATS, Ending, StreamEncoder, task_audio
 from wechat_adapter.streams import open_stream
 from wechat_adapter.submission import SynthesisRequest, submit
 from wechat_adapter.views.common import load_owned, task_json
@@ -168,6 +170,59 @@ async def synthesis_events(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def synthesis_stream(request: web.Request) -> web.StreamResponse:
+    """The task's audio, chunked, from its first sample (wechat_adapter/listening.py): `format=mp3`
+    (frames as they are encoded) or `pcm` (s16le mono at `X-Audio-Sample-Rate`). The response starts
+    with the first audio; it ends when the audio does, when the client goes, or when the gateway
+    stops. `X-Task-Status` is the task's status when the stream began."""
+    gateway, task = gateway_of(request), await load_task(request)
+    audio_format = request.query.get("format", "mp3")
+    if audio_format not in STREAM_FORMATS:
+        raise ApiError("invalid_request", detail=f"format must be one of {', '.join(STREAM_FORMATS)}")
+    encoder = StreamEncoder(gateway, audio_format)
+    async with open_stream(gateway, caller_of(request)) as stream:
+        response: web.StreamResponse | None = None
+        audio = task_audio(gateway, task)
+        try:
+            async for piece in audio:
+                if isinstance(piece, Ending) or gateway.stopping.is_set() or _client_gone(request):
+                    break
+                await stream.keep()
+                if stream.expired:
+                    break
+                if piece is None:
+                    continue
+                if response is None:
+                    response = await _start_audio(request, task, audio_format, piece.sample_rate_hz)
+                await response.write(await encoder.encode(piece))
+            if response is None:  # no audio at all: a failed task, or a client gone before any came
+                response = await _start_audio(request, task, audio_format, None)
+            await response.write(await encoder.finish())
+            await response.write_eof()
+        except ConnectionResetError:
+            log.debug("audio stream client for %s went away", task.task_id)
+        finally:
+            await audio.aclose()
+    return response
+
+
+async def _start_audio(
+    request: web.Request, task: TaskRecord, audio_format: str, sample_rate_hz: int | None
+) -> web.StreamResponse:
+    headers = {
+        "Content-Type": "audio/mpeg" if audio_format == "mp3" else "application/octet-stream",
+        "Cache-Control": "no-store",
+        "X-Accel-Buffering": "no",
+        "X-Task-Status": str(task.status),
+    }
+    if sample_rate_hz is not None:
+        headers["X-Audio-Sample-Rate"] = str(sample_rate_hz)
+    response = web.StreamResponse(headers=headers)
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    return response
+
+
 def _client_gone(request: web.Request) -> bool:
     """Whether the client closed the connection: noticed within a poll, not at the next heartbeat,
     so its stream slot is free again at once."""
@@ -184,4 +239,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/syntheses/{id}", get_synthesis)
     app.router.add_get("/v1/syntheses/{id}/audio", synthesis_audio, name="task_audio")
     app.router.add_get("/v1/syntheses/{id}/events", synthesis_events)
+    app.router.add_get("/v1/syntheses/{id}/stream", synthesis_stream, name="task_stream")
     app.router.add_get("/v1/presets", list_presets)
