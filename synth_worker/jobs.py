@@ -217,9 +217,10 @@ class JobRunner:
             started_event(task, attempt=msg.metadata.num_delivered, engine=self._engine.name)
         )
         log.info("task %s running (attempt %d, trace %s)", task_id, msg.metadata.num_delivered, task.trace_id)
+        chunks = AudioPublisher(self._bus.js, owner, task_id, msg.metadata.num_delivered)
         try:
             async with heartbeat(msg, self._heartbeat_s):
-                rendered = await self._synthesise(task, event, msg.metadata.num_delivered)
+                rendered = await self._synthesise(task, event, chunks)
                 key = output_key(owner, task_id, task.format)
                 await self._store.put(key, rendered.audio, CONTENT_TYPES[task.format])
         except (ObjectNotFound, UserErased):
@@ -258,6 +259,8 @@ class JobRunner:
         if done.status == TaskStatus.SUCCEEDED:
             self._metrics.task_transitions.labels(TaskStatus.SUCCEEDED).inc()
             await self._publish_completed(done, rendered)
+        # A listener's audio ends here: whoever heard it all finds the task succeeded and announced.
+        await chunks.end(rendered.speech.sample_rate_hz)
         speech_s = rendered.speech.duration_s  # the engine's work, without the label
         self._metrics.observe(self._engine.name, rendered.synthesis_s, speech_s, "succeeded")
         log.info(
@@ -313,7 +316,7 @@ class JobRunner:
         log.info("task %s vanished while it ran (its user's data was erased); audio discarded", task.task_id)
         await msg.ack()
 
-    async def _synthesise(self, task: TaskRecord, event: Envelope, attempt: int) -> Rendered:
+    async def _synthesise(self, task: TaskRecord, event: Envelope, chunks: AudioPublisher) -> Rendered:
         data = event.data
         sample, user_key = await asyncio.gather(
             self._store.get(str(data["sample_key"])), self._state.user_keys.find(task.owner)
@@ -336,7 +339,7 @@ class JobRunner:
             voice_key=owned_key(task.owner, task.voice_id),
         )
         try:
-            rendered = await self._speak(task, voice, request, attempt)
+            rendered = await self._speak(task, voice, request, chunks)
         except Exception:
             await self._erase_if_deleted(task.owner, task.voice_id)
             raise
@@ -344,12 +347,12 @@ class JobRunner:
         return rendered
 
     async def _speak(
-        self, task: TaskRecord, voice: VoiceSample, request: SynthesisRequest, attempt: int
+        self, task: TaskRecord, voice: VoiceSample, request: SynthesisRequest, chunks: AudioPublisher
     ) -> Rendered:
         """The engine's rendering with the voice's profile, and the speaker similarity."""
         profile = await self._speaker_profile(voice)
         try:
-            rendered = await self._render(task, request, profile, attempt)
+            rendered = await self._render(task, request, profile, chunks)
         except ProfileRejected as exc:
             if profile is None or profile.source == "computed":
                 raise  # the engine refuses its own fresh analysis: a poison job
@@ -359,7 +362,7 @@ class JobRunner:
             )
             await self._profiles.discard(self._profile_key(voice))
             profile = await self._speaker_profile(voice)
-            rendered = await self._render(task, request, profile, attempt)
+            rendered = await self._render(task, request, profile, chunks)
         return dataclasses.replace(
             rendered,
             speaker_profile=None if profile is None else profile.source,
@@ -427,12 +430,12 @@ class JobRunner:
             )
 
     async def _render(
-        self, task: TaskRecord, request: SynthesisRequest, profile: Profile | None, attempt: int
+        self, task: TaskRecord, request: SynthesisRequest, profile: Profile | None, chunks: AudioPublisher
     ) -> Rendered:
-        """Synthesise as a stream, each piece published as it comes (events/audio.py), then the label's
-        tail and the end marker: a client streaming the task hears what the stored file holds."""
+        """Synthesise as a stream, each piece published on `chunks` as it comes (events/audio.py), then
+        the label's tail: a client streaming the task hears what the stored file holds. The end marker
+        follows once the task has succeeded (`_run`)."""
         with_profile = dataclasses.replace(request, speaker_profile=None if profile is None else profile.data)
-        chunks = AudioPublisher(self._bus.js, task.owner, task.task_id, attempt)
         spoken = await stream_speech(self._engine, with_profile, self._executor, chunks.publish)
         labels = {"aigc_label": self._aigc_label, "aigc_producer": self._aigc_producer}
         rendered = await asyncio.get_running_loop().run_in_executor(
@@ -441,7 +444,6 @@ class JobRunner:
         )
         if rendered.label_tail is not None:
             await chunks.publish(rendered.label_tail)
-        await chunks.end(spoken.speech.sample_rate_hz)
         return dataclasses.replace(rendered, first_audio_s=spoken.first_piece_s)
 
     def _profile_key(self, voice: VoiceSample) -> ProfileKey:

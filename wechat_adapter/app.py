@@ -42,7 +42,7 @@ from wechat_adapter.review_timeout import MAX_SWEEP_INTERVAL_S, ReviewTimeoutSwe
 from wechat_adapter.sensitive_words import SensitiveWords
 from wechat_adapter.streams import STREAMS_PER_GATEWAY
 from wechat_adapter.task_recovery import StaleTaskSweeper
-from wechat_adapter.views import demo, docs, health, me, push, session, syntheses, voices
+from wechat_adapter.views import demo, docs, health, me, push, session, stream_socket, syntheses, voices
 from wechat_adapter.wechat.api import WeChatClient
 from wechat_adapter.wechat.push_security import PushVerifier
 
@@ -123,6 +123,7 @@ def create_app(settings: Settings) -> web.Application:
     me.add_routes(app)
     voices.add_routes(app)
     syntheses.add_routes(app)
+    stream_socket.add_routes(app)
     push.add_routes(app)
     docs.add_routes(app)
     demo.add_routes(app)

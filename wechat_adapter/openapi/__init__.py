@@ -8,7 +8,8 @@
 - `responses`: success, audio and error responses, the errors grouped by the status
   `errors.ERRORS` gives each code;
 - `paths`: every route's operations and parameters, the tags that group them, the security
-  schemes they name, and the document's `info`.
+  schemes they name, and the document's `info` (the audio stream's formats from
+  `wechat_adapter.listening`).
 
 Nothing here imports the views: the rules they enforce live in `wechat_adapter.fields`, so the
 document cannot drift from the server without tests/test_openapi.py noticing.

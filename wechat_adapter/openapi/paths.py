@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from common.audio import CONTENT_TYPES
+from events.records import TaskStatus
 from wechat_adapter.fields import (
     DEMO_CONTENT_TYPES,
     IDEMPOTENCY_HEADER,
@@ -19,6 +20,7 @@ from wechat_adapter.fields import (
     LIST_LIMIT_MAX,
     MEDIA_LINK_MAX_AGE_S,
 )
+from wechat_adapter.listening import STREAM_FORMATS
 from wechat_adapter.openapi.responses import JSON_BODY, audio_responses, errors, json_content, ok, text
 from wechat_adapter.openapi.schemas import TASK_ID_PATTERN, VOICE_ID_PATTERN, Json, ref, task_event
 
@@ -66,8 +68,8 @@ SECURITY_SCHEMES = {
         "in": "query",
         "name": "sig",
         "description": (
-            "Audio routes only: the signed `sig` of an `audio_url` (players cannot set headers). "
-            f"Valid for {LINK_MAX_AGE_S} s, for that one resource."
+            "Audio routes only: the signed `sig` of an `audio_url` or a task's `stream_url` (players "
+            f"cannot set headers). Valid for {LINK_MAX_AGE_S} s, for that one resource."
         ),
     },
 }
@@ -113,6 +115,17 @@ IDEMPOTENCY_KEY = {
         "pattern": "^[ -~]+$",
     },
 }
+STREAM_FORMAT = {
+    "name": "format",
+    "in": "query",
+    "required": False,
+    "description": (
+        "`mp3`: MP3 frames, encoded as the audio comes; `pcm`: raw s16le mono samples at the rate "
+        "`X-Audio-Sample-Rate` gives (for WebAudioContext). Any other value answers 400 `invalid_request`."
+    ),
+    "schema": {"type": "string", "enum": list(STREAM_FORMATS), "default": STREAM_FORMATS[0]},
+}
+STREAM_CONTENT_TYPES = {"mp3": "audio/mpeg", "pcm": "application/octet-stream"}
 LIMIT = {
     "name": "limit",
     "in": "query",
@@ -316,6 +329,8 @@ def _synthesis_paths() -> Json:
         "overloaded",
         "unavailable",
     )
+    # The audio stream holds one of the caller's stream slots, like the SSE route.
+    stream_codes = ("unauthorized", "invalid_request", "not_found", "too_many_streams", "overloaded")
     return {
         "/v1/syntheses": {
             "post": _op(
@@ -378,6 +393,27 @@ def _synthesis_paths() -> Json:
                 parameters=[TASK_ID],
             )
         },
+        "/v1/syntheses/{task_id}/stream": {
+            "get": _op(
+                "streamSynthesis",
+                "Listen to a task's audio while it is synthesised",
+                "syntheses",
+                {"200": _stream_response(), **errors(*stream_codes)},
+                security=BEARER_OR_LINK,
+                parameters=[TASK_ID, STREAM_FORMAT],
+            )
+        },
+        "/v1/stream": {
+            "get": _op(
+                "streamSocket",
+                "A WebSocket that synthesises and streams: wx.connectSocket's binary frames",
+                "syntheses",
+                {
+                    "101": _socket_response(),
+                    **errors("invalid_request", "unauthorized", "too_many_streams", "overloaded"),
+                },
+            )
+        },
         "/v1/presets": {
             "get": _op(
                 "listPresets",
@@ -386,6 +422,68 @@ def _synthesis_paths() -> Json:
                 {"200": ok("Every preset.", "PresetList"), **errors("unauthorized")},
             )
         },
+    }
+
+
+def _socket_response() -> Json:
+    """101 of GET /v1/stream: the messages of the WebSocket (wechat_adapter/views/stream_socket.py)."""
+    return {
+        "description": (
+            "Switching to a WebSocket, authenticated by the `Authorization` header (wx.connectSocket's "
+            "`header` option); it holds one of the caller's stream slots while open. Send text frames "
+            '`{"type": "synthesize", …the fields of POST /v1/syntheses…, "stream_format"?: "pcm"|"mp3" '
+            '(default pcm), "idempotency_key"?}`, one after another (up to 4 may wait while one streams). '
+            "Each goes through the checks of POST /v1/syntheses and is answered by "
+            '`{"type": "task", "task"}`, `{"type": "audio", "format", "sample_rate_hz"}`, binary frames '
+            '(s16le mono PCM, or MP3 frames), then `{"type": "end", "task", "complete"}` '
+            "(`complete` false: cut short by a redelivered job; play `task.audio_url`), or by "
+            '`{"type": "error", "error": {"code", "message"}}` with the codes of POST /v1/syntheses; '
+            "the socket stays open after an error. The server pings every 25 s; it closes the socket "
+            "with code 4000 after 120 s without a request, and with 4001 when the client reads nothing "
+            "for 30 s."
+        )
+    }
+
+
+def _stream_response() -> Json:
+    """200 of GET /v1/syntheses/{task_id}/stream: chunked audio from the first sample, whatever the
+    task's state (wechat_adapter/listening.py)."""
+    content = {
+        media_type: {"schema": {"type": "string", "contentMediaType": media_type}}
+        for media_type in (STREAM_CONTENT_TYPES[f] for f in STREAM_FORMATS)
+    }
+    return {
+        "description": (
+            "The task's audio from its first sample, chunked; the response starts with the first audio "
+            "and ends with the last, the audible AIGC label included, exactly as in the stored file. "
+            "`Content-Type` follows `format`: `audio/mpeg` or `application/octet-stream` (s16le mono). "
+            "Queued, under review or running: the audio as the worker makes it (the chunks are kept "
+            "10 minutes, so a late or reconnecting listener still hears it from the start). Succeeded: "
+            "the stored file's whole audio at once. Failed or rejected: an empty body (the task says "
+            "why). A job redelivered (its worker died, or it is retried after an error): when none of "
+            "the earlier attempt's audio was heard, the new attempt's audio; else the stream ends "
+            "early (cut short), and the task's `audio_url` has the whole file once it succeeds. The "
+            "stream holds one of the "
+            "caller's stream slots, like GET /v1/syntheses/{task_id}/events, and ends when the "
+            "gateway stops or after the streams' lifetime bound."
+        ),
+        "headers": {
+            "X-Task-Status": {
+                "required": True,
+                "description": "The task's status when the stream began.",
+                "schema": {"type": "string", "enum": [str(s) for s in TaskStatus]},
+            },
+            "X-Audio-Sample-Rate": {
+                "required": False,
+                "description": (
+                    "Samples per second of the audio (Hz); what a `pcm` client plays it at. Absent on "
+                    "an empty body."
+                ),
+                "schema": {"type": "integer", "minimum": 1},
+            },
+            "Cache-Control": {"required": True, "schema": {"const": "no-store"}},
+        },
+        "content": content,
     }
 
 

@@ -281,7 +281,17 @@ def _synthesis_request(settings: Settings) -> Json:
 
 def _task_schema(settings: Settings) -> Json:
     schema = closed_object(
-        required=["task_id", "status", "text", "voice_id", "mode", "format", "created_at", "updated_at"],
+        required=[
+            "task_id",
+            "status",
+            "text",
+            "voice_id",
+            "mode",
+            "format",
+            "stream_url",
+            "created_at",
+            "updated_at",
+        ],
         task_id={"type": "string", "pattern": TASK_ID_PATTERN},
         status=_enum(TaskStatus, "Final: " + ", ".join(f"`{s}`" for s in TaskStatus if s.is_final) + "."),
         text={"type": "string", "minLength": 1, "maxLength": settings.text_max_chars},
@@ -293,6 +303,14 @@ def _task_schema(settings: Settings) -> Json:
             "type": "string",
             "format": "uri",
             "description": "Only when `succeeded`: a signed absolute URL for InnerAudioContext.",
+        },
+        stream_url={
+            "type": "string",
+            "format": "uri",
+            "description": (
+                "Always: a signed absolute URL of GET /v1/syntheses/{task_id}/stream, the audio as it is "
+                "synthesised (add `&format=pcm` for raw samples)."
+            ),
         },
         duration_s={"type": "number", "minimum": 0, "description": "Only when `succeeded`."},
         aigc_label={

@@ -36,7 +36,7 @@ SSE_HEARTBEAT_S = 15.0
 SSE_POLL_S = 1.0  # how soon a stream notices the gateway is stopping
 
 
-def _parse_request(body: dict[str, Any], *, text_max_chars: int) -> SynthesisRequest:
+def parse_synthesis_request(body: dict[str, Any], *, text_max_chars: int) -> SynthesisRequest:
     """Validate a submission's fields; returns the normalised values or raises ApiError."""
     text, voice_id = body.get("text"), body.get("voice_id")
     if not isinstance(text, str):
@@ -86,11 +86,19 @@ def _idempotency_key(request: web.Request) -> str | None:
         return None
     if len(values) > 1:
         raise ApiError("invalid_request", detail=f"{IDEMPOTENCY_HEADER} sent more than once")
-    [value] = values
-    if not 1 <= len(value) <= IDEMPOTENCY_KEY_MAX_CHARS or not all(" " <= ch <= "~" for ch in value):
+    return checked_idempotency_key(values[0], IDEMPOTENCY_HEADER)
+
+
+def checked_idempotency_key(value: object, name: str) -> str:
+    """An idempotency key as given (header or WebSocket field `name`): 1..255 printable ASCII."""
+    if not (
+        isinstance(value, str)
+        and 1 <= len(value) <= IDEMPOTENCY_KEY_MAX_CHARS
+        and all(" " <= ch <= "~" for ch in value)
+    ):
         raise ApiError(
             "invalid_request",
-            detail=f"{IDEMPOTENCY_HEADER} must be 1..{IDEMPOTENCY_KEY_MAX_CHARS} printable ASCII characters",
+            detail=f"{name} must be 1..{IDEMPOTENCY_KEY_MAX_CHARS} printable ASCII characters",
         )
     return value
 
@@ -100,7 +108,9 @@ async def create_synthesis(request: web.Request) -> web.Response:
     Idempotency-Key and body) of a request whose task has finished."""
     gateway = gateway_of(request)
     key = _idempotency_key(request)
-    fields = _parse_request(await read_json_object(request), text_max_chars=gateway.settings.text_max_chars)
+    fields = parse_synthesis_request(
+        await read_json_object(request), text_max_chars=gateway.settings.text_max_chars
+    )
     task = await submit(gateway, caller_of(request), fields, idempotency_key=key)
     return json_response(task_json(gateway, task), status=200 if task.status.is_final else 202)
 
