@@ -84,3 +84,19 @@ def test_quick_voice_benchmark_prints_tables_and_writes_json(tmp_path: Path) -> 
     for row in rows:
         for key in ("plain", "adapted", "adapted_vs_other"):
             assert -1.0 <= row[key] <= 1.0
+
+
+@pytest.mark.timeout(300)
+def test_quick_streaming_benchmark_prints_tables_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "streaming.json"
+    stdout = run_quick("ops", "bench", "streaming", "--out", str(out))
+    assert "Time to first audio" in stdout and "200-character text" in stdout
+
+    results = json.loads(out.read_text())
+    assert results["meta"]["mode"] == "quick"
+    assert [(r["transport"], r["concurrency"]) for r in results["first_audio"]] == [
+        ("http", 1), ("http", 4), ("socket", 1), ("socket", 4),
+    ]  # fmt: skip
+    for row in results["first_audio"]:
+        assert row["ttfa_p50_s"] >= row["engine_first_p50_s"] > 0
+    assert results["long_text"]["chars"] == 200 and results["long_text"]["ratio_p50"] > 0

@@ -1,6 +1,7 @@
 """Benchmark VoiceRelay on this machine. `pipeline` (the default): pipeline overhead, worker scaling,
 the result cache, the seed article's subprocess-per-request design side by side, and the gateway's
-accept rate. `voices`: speaker adaptation's cost and similarity gain (ops/bench/voices.py).
+accept rate. `streaming`: time to first audio over the HTTP stream and the WebSocket
+(ops/bench/streaming.py). `voices`: speaker adaptation's cost and similarity gain (ops/bench/voices.py).
 
 `pipeline` starts its own NATS, SeaweedFS, WeChat emulator, gateway and workers (child processes on
 free ports in a temp dir, all stopped at the end). Each prints tables and writes JSON to
@@ -225,7 +226,7 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-SCENARIOS = ("pipeline", "voices")
+SCENARIOS = ("pipeline", "streaming", "voices")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -249,6 +250,10 @@ def run(args: argparse.Namespace) -> int:
         from ops.bench import voices  # imported here: it loads the speech and speaker models' code
 
         return voices.run(args)
+    if args.scenario == "streaming":
+        from ops.bench import streaming
+
+        return streaming.run(args)
     configure_logging("INFO", process="bench")
     plan = QUICK_PLAN if args.quick else DEFAULT_PLAN
     out = args.out or RESULTS_DIR / f"{time.strftime('%Y%m%dT%H%M%S')}.json"

@@ -41,6 +41,7 @@ class BenchStack:
     log_dir: Path
     bus: EventBus  # the benchmark's own connection: it reads completed events for engine time
     synthesis_s: dict[str, float] = field(default_factory=dict)  # task_id -> engine seconds
+    first_audio_s: dict[str, float] = field(default_factory=dict)  # task_id -> engine's first piece
     workers: list[ManagedProcess] = field(default_factory=list)
     _children: Stack = field(default_factory=Stack)
 
@@ -85,23 +86,29 @@ class BenchStack:
         await self._children.start(process)
         return url
 
-    async def engine_times(self, task_ids: list[str], *, timeout_s: float = 15.0) -> dict[str, float]:
-        """synthesis_s of each task's completed event, waiting for events still on their way."""
+    async def engine_times(
+        self, task_ids: list[str], *, timeout_s: float = 15.0, first_audio: bool = False
+    ) -> dict[str, float]:
+        """synthesis_s (or first_audio_s) of each task's completed event, waiting for events still on
+        their way."""
+        times = self.first_audio_s if first_audio else self.synthesis_s
         async with asyncio.timeout(timeout_s):
-            while missing := [t for t in task_ids if t not in self.synthesis_s]:
+            while missing := [t for t in task_ids if t not in times]:
                 log.debug("waiting for %d completed events", len(missing))
                 await asyncio.sleep(0.05)
-        return {t: self.synthesis_s[t] for t in task_ids}
+        return {t: times[t] for t in task_ids}
 
 
-async def _collect_engine_times(bus: EventBus, into: dict[str, float], subscribed: asyncio.Event) -> None:
-    """Record synthesis_s from every completed event published from now on (the worker's own timing)."""
+async def _collect_engine_times(stack: BenchStack, subscribed: asyncio.Event) -> None:
+    """Record synthesis_s and first_audio_s from every completed event published from now on (the
+    worker's own timing of the engine)."""
     async for event in follow_events(
-        bus, subjects=EventType.SYNTHESIS_COMPLETED, on_subscribed=subscribed.set
+        stack.bus, subjects=EventType.SYNTHESIS_COMPLETED, on_subscribed=subscribed.set
     ):
-        seconds = event.data.get("synthesis_s")
-        if event.task_id and isinstance(seconds, int | float):
-            into[event.task_id] = float(seconds)
+        for name, into in (("synthesis_s", stack.synthesis_s), ("first_audio_s", stack.first_audio_s)):
+            seconds = event.data.get(name)
+            if event.task_id and isinstance(seconds, int | float):
+                into[event.task_id] = float(seconds)
 
 
 @contextlib.asynccontextmanager
@@ -173,7 +180,7 @@ async def bench_stack(base_dir: Path, *, queue_max_pending: int = 10_000) -> Asy
         bus = await EventBus.connect((env["NATS_URL"],), name="bench")
         stack = BenchStack(gateway_url, env, log_dir, bus, _children=children)
         subscribed = asyncio.Event()
-        collector = asyncio.create_task(_collect_engine_times(bus, stack.synthesis_s, subscribed))
+        collector = asyncio.create_task(_collect_engine_times(stack, subscribed))
         async with asyncio.timeout(10):
             await subscribed.wait()
         yield stack
