@@ -33,14 +33,14 @@ log = logging.getLogger(__name__)
 
 CLIENTS = {1: 20, 8: 48, 32: 96}  # concurrency -> requests
 QUICK_CLIENTS = {1: 3, 4: 8}
-LONG_TEXT = (
+# 200 characters, about 50 seconds of speech.
+_PARAGRAPH = (
     "收到好友从远方寄来的生日礼物，那份意外的惊喜与深深的祝福让我心中充满了甜蜜的快乐，笑容如花儿般绽放。"
     "我们约好明年春天一起去江南看油菜花，坐着小船穿过古镇的石桥，听船夫唱一段地道的民歌，再去茶馆喝一壶新茶。"
     "到了傍晚，夕阳把河面染成金色，岸边的灯笼一盏一盏亮起来，我们一边散步一边聊起小时候的趣事，直到夜深才慢慢走回客栈休息。"
-)[
-      # 200 characters: what a user reads aloud in a minute
-    :200
-]
+    "第二天清晨，我们早早起床，在湖边看日出，薄雾像轻纱一样笼罩着水面，远处传来几声鸟鸣，一切都那么安静美好。"
+)
+LONG_TEXT = _PARAGRAPH[:199] + "。"
 LONG_RUNS, QUICK_LONG_RUNS = 5, 2
 
 
