@@ -16,9 +16,10 @@ import pytest
 from stack import Stack, another_worker, queued_job
 from test_worker_jobs import StandInMessage
 
-from common.audio import Pcm, decode_audio
+from common.audio import Pcm, decode_audio, rms_dbfs
 from events.records import ErrorInfo, TaskStatus
 from events.state import SharedState
+from synth_worker import labels
 from synth_worker.engines.base import Engine, SynthesisRequest
 from synth_worker.engines.errors import EngineError
 from synth_worker.engines.registry import load_engine
@@ -91,6 +92,11 @@ async def test_a_long_texts_stream_comes_before_the_task_succeeds_and_is_the_sto
     # The same samples, the AIGC label at the end included (s16 both ways: at most a step apart).
     assert streamed.size == stored.samples.size
     assert np.max(np.abs(streamed - stored.samples)) <= 2 / 32768
+    # The label is in the stream: silence, then the spoken label, as the last seconds of the audio.
+    label_n = round(labels.voice_label().duration_s * rate_hz)
+    gap_n = round(labels.GAP_S * rate_hz)
+    assert rms_dbfs(Pcm(streamed[-label_n:], rate_hz)) > -40
+    assert not np.any(streamed[-label_n - gap_n + 10 : -label_n - 10])
 
 
 async def test_another_users_stream_is_not_found(stack: Stack) -> None:
