@@ -28,6 +28,11 @@ module.exports = {
   textMaxChars: 200,
   voiceNameMaxChars: 20,
   historyPageSize: 20,
+  /**
+   * @type {Required<Pick<WechatMiniprogram.RecorderManagerStartOption,
+   *   'format' | 'sampleRate' | 'numberOfChannels' | 'encodeBitRate'>> &
+   *   {minDurationMs: number, maxDurationMs: number}}
+   */
   recording: {
     // AAC at 24 kHz mono: the gateway keeps samples at 24 kHz (the rate CosyVoice3 takes its voice
     // prompt at), so recording any lower throws away the top of the voice. MP3 also works ('mp3').

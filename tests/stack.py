@@ -55,6 +55,8 @@ class Stack:
     # The session gateway's services, for tests that inject a fault into it (None in stacks whose
     # gateway runs elsewhere).
     gateway: Gateway | None = None
+    # The session worker's job runner, for tests that slow its engine down (None likewise).
+    worker: JobRunner | None = None
 
     @property
     def url(self) -> str:
@@ -207,12 +209,13 @@ async def stack(nats_server: NatsServer, s3_server: SeaweedS3) -> AsyncIterator[
         emulator_url=f"http://127.0.0.1:{emulator_port}",
     )
     stop_worker, worker_ready = asyncio.Event(), asyncio.Event()
+    runners: list[JobRunner] = []
     async with contextlib.AsyncExitStack() as resources:
         await resources.enter_async_context(serving(emulator_app, emulator_port))
         gateway_app = create_app(settings)
         await resources.enter_async_context(serving(gateway_app, gateway_port))
         worker = asyncio.create_task(
-            run_worker(settings, stop_worker, serve_health=False, ready=worker_ready)
+            run_worker(settings, stop_worker, serve_health=False, ready=worker_ready, started=runners.append)
         )
 
         async def stop_worker_task() -> None:
@@ -233,4 +236,12 @@ async def stack(nats_server: NatsServer, s3_server: SeaweedS3) -> AsyncIterator[
         store = ObjectStore.from_settings(settings)
         resources.callback(store.close)
         http = await resources.enter_async_context(aiohttp.ClientSession())
-        yield Stack(settings, emulator_app[EMULATOR_KEY], bus, store, http, gateway=gateway_app[GATEWAY])
+        yield Stack(
+            settings,
+            emulator_app[EMULATOR_KEY],
+            bus,
+            store,
+            http,
+            gateway=gateway_app[GATEWAY],
+            worker=runners[0],
+        )

@@ -12,11 +12,13 @@ import dataclasses
 import json
 import os
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from multidict import CIMultiDict
 from stack import SAMPLE_TEXT, Stack, serving, speech
+from test_audio_stream import PacedEngine
 
 from common.audio import to_wav_16k_mono
 from ops.services.ports import free_port
@@ -29,6 +31,10 @@ NODE_MIN_MAJOR = 20
 INSTALL_TIMEOUT_S = 240
 DRIVER_TIMEOUT_S = 200
 EXIT_NO_BROWSER = 3  # demo_flow.mjs: Chromium would not start
+# The session worker pauses this long before each piece it streams, as a GPU takes time to make them,
+# so the page visibly hears the result while it is synthesised (the CPU engine alone is quicker than
+# the page can tell apart from a finished file).
+STREAM_PAUSE_S = 0.6
 
 
 # --- how the page is served ---------------------------------------------------------------------------
@@ -43,6 +49,7 @@ async def test_page_files_are_served_with_a_strict_policy(stack: Stack) -> None:
     assert "default-src 'none'" in policy and "script-src 'self'" in policy
     assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
     assert f"media-src 'self' blob: {stack.url}" in policy  # task audio_urls are absolute
+    assert f"connect-src 'self' {stack.url}" in policy  # and so are their stream_urls
     assert page.headers["X-Content-Type-Options"] == "nosniff"
     assert page.headers["Referrer-Policy"] == "no-referrer"
 
@@ -155,9 +162,18 @@ async def fake_microphone_wav(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def paced_worker(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session worker's engine paced like a GPU for this test (test_audio_stream.PacedEngine:
+    a pause before each streamed piece), so a synthesis visibly takes a while."""
+    runner = stack.worker
+    assert runner is not None, "the session stack runs its worker in this process"
+    monkeypatch.setattr(runner, "_engine", PacedEngine(runner._engine, STREAM_PAUSE_S))
+
+
 @pytest.mark.timeout(INSTALL_TIMEOUT_S + DRIVER_TIMEOUT_S)
 async def test_the_page_records_uploads_synthesises_and_plays(
-    stack: Stack, fake_microphone_wav: Path
+    stack: Stack, fake_microphone_wav: Path, paced_worker: None
 ) -> None:
     chromium = await _ensure_chromium()
     await _ensure_playwright()
@@ -198,3 +214,13 @@ async def test_the_page_records_uploads_synthesises_and_plays(
     assert report["result"]["src"].endswith("/audio") and report["result"]["duration_s"] > 0.5
     assert "/v1/voices/" in report["original"]["src"] and report["original"]["duration_s"] > 3
     assert report["progress"][-1] == "succeeded"
+    # The result played from its PCM stream, starting before the task was finished: the page
+    # scheduled its first AudioBuffer while the task was still queued or running, and before the
+    # server's own time of success; the stream brought all of it, so the file was not played again.
+    stream = report["stream"]
+    first_audio = int(stream["firstAudioAt"]) / 1000
+    succeeded = datetime.fromisoformat(stream["succeededAt"]).timestamp()
+    print(f"first audio {succeeded - first_audio:.2f} s before the task succeeded; stream: {stream}")
+    assert stream["statusAtFirstAudio"] in ("queued", "running"), stream
+    assert first_audio < succeeded - STREAM_PAUSE_S / 2, stream
+    assert stream["outcome"] == "streamed" and float(stream["receivedS"]) > 1.0, stream

@@ -41,11 +41,13 @@ NO_NODE = "node is not installed: the mini program's JS cannot be run (install N
 
 # /v1 operations a mini program reaches without a call: audio is a signed URL handed to
 # InnerAudioContext, and polling replaces the SSE stream (wx.request cannot read text/event-stream
-# on every base library).
-NOT_CALLED = {"getVoiceAudio", "getSynthesisAudio", "followSynthesis"}
+# on every base library). The result plays while it is synthesised from the chunked PCM stream
+# (streamSynthesis, a wx.request with enableChunked), so the WebSocket that synthesises and streams in
+# one go (streamSocket) is for other clients.
+NOT_CALLED = {"getVoiceAudio", "getSynthesisAudio", "followSynthesis", "streamSocket"}
 AUDIO_OPERATIONS = {"getVoiceAudio", "getSynthesisAudio"}
 # Handlers that play synthesised (not recorded) audio: their templates must carry the AIGC label.
-AI_AUDIO_HANDLERS = {"playResult", "play"}
+AI_AUDIO_HANDLERS = {"playResult", "play", "stopStream"}
 # Bindings such as bindtap="x", bind:tap="x", catchtap, capture-bind:, mut-bind:
 BINDING = re.compile(r"\s(?:capture-)?(?:mut-)?(?:bind|catch):?([a-z]+)=\"([^\"]*)\"")
 BUTTON = re.compile(r"<button\b([^>]*)>(.*?)</button>", re.S)
@@ -149,12 +151,24 @@ def _typed(value: str, schema: dict[str, Any]) -> Any:
     return value
 
 
+def _query_credentials(api: OpenApi, operation: dict[str, Any]) -> dict[str, str]:
+    """The operation's security schemes that travel in the query (a signed link's `sig`): name -> scheme."""
+    schemes = api.document["components"]["securitySchemes"]
+    return {
+        schemes[name]["name"]: name
+        for requirement in operation["security"]
+        for name in requirement
+        if schemes[name]["type"] == "apiKey" and schemes[name]["in"] == "query"
+    }
+
+
 def _parameter_problems(
     api: OpenApi, operation: dict[str, Any], call: dict[str, Any], path_params: dict[str, str]
 ) -> list[str]:
     problems: list[str] = []
     query = dict(parse_qsl(urlsplit(call["url"]).query, keep_blank_values=True))
     declared = {(p["in"], p["name"]) for p in operation.get("parameters", [])}
+    declared |= {("query", name) for name in _query_credentials(api, operation)}
     problems += [f"query {name!r} is not a parameter" for name in query if ("query", name) not in declared]
     for parameter in operation.get("parameters", []):
         where, name, schema = parameter["in"], parameter["name"], parameter["schema"]
@@ -171,10 +185,14 @@ def _parameter_problems(
     return problems
 
 
-def _security_problems(operation: dict[str, Any], call: dict[str, Any]) -> list[str]:
+def _security_problems(api: OpenApi, operation: dict[str, Any], call: dict[str, Any]) -> list[str]:
     authorization = _header(call["header"], "Authorization")
     if not operation["security"]:
         return ["a public operation was sent a token"] if authorization else []
+    query = dict(parse_qsl(urlsplit(call["url"]).query, keep_blank_values=True))
+    signed = [name for name in _query_credentials(api, operation) if query.get(name)]
+    if signed and authorization is None:
+        return []  # a signed link (a task's stream_url): the `sig` is the credential
     if not any("bearer" in requirement for requirement in operation["security"]):
         return ["the operation takes no bearer token"]
     if not isinstance(authorization, str) or not re.fullmatch(r"Bearer \S+", authorization):
@@ -245,7 +263,7 @@ def test_every_call_matches_the_openapi_document(report: dict[str, Any], api: Op
             continue
         operation, path_params = api.operation(call["method"], urlsplit(call["url"]).path)
         found = (
-            _security_problems(operation, call)
+            _security_problems(api, operation, call)
             + _parameter_problems(api, operation, call, path_params)
             + _body_problems(api, operation, call)
         )
@@ -275,6 +293,32 @@ def test_audio_is_played_from_signed_api_links(report: dict[str, Any], api: Open
     for url, operation in zip(remote, operations, strict=True):
         assert {"signedLink": []} in operation["security"]
         assert dict(parse_qsl(url.query)).get("sig"), url.geturl()
+
+
+def _answered_tasks(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every task an answer of the fake API carried: one task, or a list of them."""
+    tasks = []
+    for call in report["calls"]:
+        body = call["reply"].get("body")
+        if isinstance(body, dict):
+            tasks += [task for task in [body, *body.get("tasks", [])] if "task_id" in task]
+    return tasks
+
+
+def test_the_stream_is_read_in_chunks_at_the_tasks_signed_link(report: dict[str, Any], api: OpenApi) -> None:
+    """The audio stream is a chunked wx.request for PCM (what WebAudioContext plays) at the very
+    `stream_url` a task answer gave: the signed link, never a URL the mini program made up."""
+    stream_urls = {task["stream_url"] for task in _answered_tasks(report)}
+    streams = [
+        call
+        for call in report["calls"]
+        if api.operation(call["method"], urlsplit(call["url"]).path)[0]["operationId"] == "streamSynthesis"
+    ]
+    assert streams, "no scenario streamed a task's audio"
+    for call in streams:
+        base, _, query = call["url"].partition("&")
+        assert (call.get("enableChunked"), call.get("responseType")) == (True, "arraybuffer"), _where(call)
+        assert base in stream_urls and query == "format=pcm", _where(call)
 
 
 def test_the_mini_program_calls_every_client_operation(report: dict[str, Any], api: OpenApi) -> None:

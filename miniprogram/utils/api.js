@@ -9,6 +9,8 @@ const session = require('./session');
 const transport = require('./transport');
 const { errorFromResponse } = require('./errors');
 
+const SAMPLE_RATE_HEADER = 'X-Audio-Sample-Rate';
+
 // A Retry-After this short is waited out silently; a longer one is the user's to wait (the page
 // shows a countdown), since nobody should stare at a spinner for a minute.
 const AUTO_RETRY_MAX_WAIT_S = 3;
@@ -169,6 +171,51 @@ function getSynthesis(taskId) {
   return call({ method: 'GET', path: `/v1/syntheses/${pathId(taskId)}`, repeatable: true });
 }
 
+/**
+ * The task's audio while it is synthesised: GET its signed `stream_url` with `format=pcm`, read as
+ * it arrives. s16le mono PCM at `sampleRateHz`, from the first sample to the last (the speech and its
+ * audible AI label); a task that failed gives no audio (`sampleRateHz` null). The `?sig=` stands in
+ * for the token, as with `audio_url`. `on`: `start({sampleRateHz})` once the response begins,
+ * `chunk(ArrayBuffer)` for each piece (a piece may split a sample), then one of `end()` or
+ * `error(ApiError)`. Returns `{abort()}`; after abort nothing more is reported.
+ *
+ * @param {{stream_url: string}} task
+ * @param {{start: (res: {sampleRateHz: number | null}) => void, chunk: (data: ArrayBuffer) => void,
+ *   end: () => void, error: (err: Error) => void}} on
+ * @returns {{abort: () => void}}
+ */
+function openSynthesisStream(task, on) {
+  let request = null;
+  let refused = false;
+  const refuse = (status, retryAfter) => {
+    refused = true;
+    if (request) request.abort(); // the rest is an error body, not audio
+    on.error(errorFromResponse(status, null, retryAfter));
+  };
+  request = transport.requestChunked({
+    url: `${task.stream_url}&format=pcm`,
+    onHeaders: ({ status, headers }) => {
+      if (status !== undefined && (status < 200 || status >= 300)) {
+        refuse(status, transport.headerValue(headers, 'Retry-After'));
+        return;
+      }
+      const rate = Number(transport.headerValue(headers, SAMPLE_RATE_HEADER));
+      on.start({ sampleRateHz: Number.isInteger(rate) && rate > 0 ? rate : null });
+    },
+    onChunk: (data) => on.chunk(data),
+    onDone: ({ status }) => {
+      if (refused) return;
+      if (status < 200 || status >= 300) {
+        refuse(status, null);
+      } else {
+        on.end();
+      }
+    },
+    onFail: (err) => on.error(err),
+  });
+  return { abort: () => request.abort() };
+}
+
 module.exports = {
   signIn,
   signOut,
@@ -181,4 +228,5 @@ module.exports = {
   createSynthesis,
   listSyntheses,
   getSynthesis,
+  openSynthesisStream,
 };

@@ -27,6 +27,11 @@ class Player {
       this.context.stop();
       return;
     }
+    this.play(key, src);
+  }
+
+  /** Play `src` under `key`, whatever was playing (a stopped clip starts from the beginning). */
+  play(key, src) {
     this.key = key;
     if (this.context.src !== src) {
       this.context.src = src; // a stopped context starts over from the beginning

@@ -1,5 +1,6 @@
 // Drives the H5 demo page through the whole flow in headless Chromium with a fake microphone:
-// dev login, record, upload, wait for review, synthesise, follow SSE, play the result, A/B.
+// dev login, record, upload, wait for review, synthesise, follow SSE while the result plays from its
+// PCM stream (Web Audio), play the result, A/B.
 // Then the page at a phone's size and basic accessibility. Run by tests/test_browser.py.
 //
 // Environment: DEMO_URL (the page), CHROMIUM_PATH, FAKE_AUDIO_WAV (what the microphone hears),
@@ -42,7 +43,9 @@ const chromiumArgs = [
   "--autoplay-policy=no-user-gesture-required",
 ];
 
-const report = { ok: false, steps: [], console: [], sse_responses: 0 };
+const report = { ok: false, steps: [], console: [], sse_responses: 0, pcm_streams: 0 };
+// How long the page may take to hear the stream out once the task has succeeded (its last pieces).
+const STREAM_END_TIMEOUT_MS = 30_000;
 const started = performance.now();
 
 async function step(name, action) {
@@ -170,11 +173,18 @@ async function flow(page) {
   });
   await step("synthesize", async () => {
     await page.getByLabel("风格").selectOption("happy");
-    await page.getByLabel("要合成的文字").fill("你好，这是浏览器里合成的一句话。");
+    await page.getByLabel("要合成的文字").fill("你好，这是浏览器里合成的一句话。我们一边合成，一边播放。");
     await page.getByRole("button", { name: "开始合成" }).click();
     await settle(page, '#task-status[data-status="succeeded"]', "#synth-message.error", "synthesis");
     report.progress = await page.$$eval("#progress-log li", (items) => items.map((li) => li.dataset.status));
     if (report.sse_responses < 1) throw new Error("the page never opened the task's event stream");
+    // Meanwhile the result played from its PCM stream; wait until the page has heard it out.
+    await page.waitForSelector("#now-playing[data-outcome]", { state: "attached", timeout: STREAM_END_TIMEOUT_MS });
+    report.stream = await page.evaluate(() => ({
+      ...document.getElementById("now-playing").dataset,
+      succeededAt: document.getElementById("task-status").dataset.updatedAt,
+    }));
+    if (report.pcm_streams < 1) throw new Error("the page never opened the task's audio stream");
   });
   report.result = await step("play-result", () => expectPlays(page, "播放合成（B）", "result-audio"));
   report.original = await step("play-original-ab", async () => {
@@ -213,6 +223,11 @@ async function main() {
   });
   page.on("pageerror", (error) => report.console.push(`page error: ${error.message}`));
   page.on("response", (r) => r.url().endsWith("/events") && r.status() === 200 && report.sse_responses++);
+  page.on("response", (r) => {
+    const url = new URL(r.url());
+    if (url.pathname.endsWith("/stream") && url.searchParams.get("format") === "pcm" && r.status() === 200)
+      report.pcm_streams++;
+  });
   await page.addInitScript(() => {
     window.__playing = {};
     document.addEventListener(

@@ -19,6 +19,25 @@ function isoAt(ms) {
 
 // Default story of a task, one status per GET: it waits, runs a while, then succeeds.
 const DEFAULT_TASK_SCRIPT = ['queued', 'queued', 'running', 'running', 'succeeded'];
+// How the default audio stream plays out (FakeApi.streamPlan): its headers come this long after the
+// request (the first audio of a synthesis), then a chunk of this much audio every as long, as a
+// GPU makes them; an odd number of bytes in every other chunk, as TCP may cut them.
+const STREAM_FIRST_AUDIO_MS = 300;
+const STREAM_CHUNK_MS = 250;
+
+/** s16le bytes of these integer sample values. */
+function s16le(values) {
+  const bytes = new Uint8Array(values.length * 2);
+  const view = new DataView(bytes.buffer);
+  values.forEach((v, i) => view.setInt16(i * 2, v, true));
+  return bytes;
+}
+
+/** `n` samples of a 440 Hz tone at `rateHz`, as s16 integers: something to listen to, and to compare. */
+function tone(n, rateHz, offset = 0) {
+  const at = (i) => (2 * Math.PI * 440 * (offset + i)) / rateHz;
+  return Array.from({ length: n }, (_, i) => Math.round(12000 * Math.sin(at(i))));
+}
 
 class FakeApi {
   constructor({ baseUrl, fixtures, clock }) {
@@ -34,6 +53,12 @@ class FakeApi {
     this.reviewAfterGets = 2; // GET /v1/voices/{id} calls before WeChat's verdict "arrives"
     this.reviewVerdict = 'ready';
     this.taskScript = DEFAULT_TASK_SCRIPT;
+    // A task's audio: its `duration_s` once succeeded, and what its stream brings. 'auto': each
+    // stream plays itself out on the virtual clock (streamPlan); 'manual': the scenario drives
+    // world.ui.streams[i] itself.
+    this.audioSeconds = 3.4;
+    this.streamRateHz = 24000;
+    this.streamMode = 'auto';
   }
 
   // --- what scenarios set up -----------------------------------------------------------------------
@@ -98,6 +123,13 @@ class FakeApi {
       return typeof fault.reply === 'function' ? fault.reply(this) : fault.reply;
     }
     if (path === '/v1/session' && call.method === 'POST') return this.createSession(call);
+    const streamMatch = path.match(/^\/v1\/syntheses\/([^/]+)\/stream$/);
+    if (streamMatch && call.method === 'GET' && url.searchParams.has('sig')) {
+      // A signed link (`stream_url`): the signature, not a token, says whose task it is.
+      const taskId = decodeURIComponent(streamMatch[1]);
+      if (url.searchParams.get('sig') !== `sig-stream-${taskId}`) return this.error('unauthorized');
+      return this.stream(taskId, url.searchParams.get('format') || 'mp3');
+    }
     const auth = (call.header && call.header.Authorization) || '';
     const token = auth.replace(/^Bearer /, '');
     if (!this.tokens.has(token)) return this.error('unauthorized');
@@ -135,6 +167,43 @@ class FakeApi {
       default:
         return this.error(call.method === 'GET' ? 'not_found' : 'method_not_allowed');
     }
+  }
+
+  /**
+   * GET /v1/syntheses/{id}/stream: the response's status and headers (the body comes in chunks, see
+   * streamPlan). A final task that failed has no audio, hence no sample rate.
+   */
+  stream(taskId, format) {
+    const entry = this.tasks.get(taskId);
+    if (!entry) return this.error('not_found');
+    if (!['mp3', 'pcm'].includes(format)) return this.error('invalid_request');
+    const headers = {
+      'Content-Type': format === 'pcm' ? 'application/octet-stream' : 'audio/mpeg',
+      'Cache-Control': 'no-store',
+      'X-Task-Status': entry.task.status,
+    };
+    if (!['failed', 'rejected'].includes(entry.task.status)) {
+      headers['X-Audio-Sample-Rate'] = String(this.streamRateHz);
+    }
+    return { status: 200, body: '', headers };
+  }
+
+  /**
+   * How a stream plays out when no scenario drives it: the whole of `audioSeconds` as PCM, a chunk
+   * every STREAM_CHUNK_MS, then the end. An error reply or a task without audio ends at once.
+   */
+  streamPlan(reply) {
+    const plan = { headersAfterMs: STREAM_FIRST_AUDIO_MS, chunks: [], finishAfterMs: STREAM_FIRST_AUDIO_MS };
+    if (reply.status !== 200 || !reply.headers['X-Audio-Sample-Rate']) return plan;
+    const bytes = s16le(tone(Math.round(this.audioSeconds * this.streamRateHz), this.streamRateHz));
+    const perChunk = Math.round((this.streamRateHz * 2 * STREAM_CHUNK_MS) / 1000);
+    for (let at = 0, i = 0; at < bytes.length; i++) {
+      const end = Math.min(bytes.length, at + perChunk + (i % 2 === 0 ? 1 : -1));
+      plan.chunks.push({ atMs: STREAM_FIRST_AUDIO_MS + i * STREAM_CHUNK_MS, bytes: bytes.subarray(at, end) });
+      at = end;
+    }
+    plan.finishAfterMs = STREAM_FIRST_AUDIO_MS + plan.chunks.length * STREAM_CHUNK_MS;
+    return plan;
   }
 
   /** The right to erasure: everything goes, and every token (the fake has one user) is revoked. */
@@ -187,7 +256,15 @@ class FakeApi {
   newTask(fields) {
     const now = isoAt(this.clock.now);
     const taskId = fakeId('t', ++this.counter);
-    return { task_id: taskId, status: 'queued', created_at: now, updated_at: now, ...fields };
+    const streamUrl = `${this.baseUrl}/v1/syntheses/${taskId}/stream?sig=sig-stream-${taskId}`;
+    return {
+      task_id: taskId,
+      status: 'queued',
+      created_at: now,
+      updated_at: now,
+      stream_url: streamUrl,
+      ...fields,
+    };
   }
 
   createTask(call) {
@@ -220,7 +297,7 @@ class FakeApi {
     const task = { ...entry.task, status, updated_at: isoAt(this.clock.now) };
     if (status === 'succeeded') {
       task.audio_url = `${this.baseUrl}/v1/syntheses/${task.task_id}/audio?sig=sig-${task.task_id}`;
-      task.duration_s = 3.4;
+      task.duration_s = Math.round(this.audioSeconds * 1000) / 1000;
     }
     if (status === 'failed') {
       task.error = { code: 'synthesis_failed', message: '合成失败，请稍后再试' };
@@ -229,4 +306,4 @@ class FakeApi {
   }
 }
 
-module.exports = { FakeApi, fakeId };
+module.exports = { FakeApi, fakeId, s16le, tone };

@@ -4,6 +4,7 @@
  * here is also handed to the Python test, which checks it against the OpenAPI document.
  */
 const assert = require('assert/strict');
+const { s16le, tone } = require('./fake_api');
 
 const SYNTH = 'pages/synthesize/synthesize';
 const RECORD = 'pages/record/record';
@@ -23,6 +24,31 @@ function taskResult(page) {
   const use = page.componentUses.find((u) => u.tag === 'task-result');
   assert.ok(use && use.instance, 'the page shows a <task-result>');
   return use.instance;
+}
+
+/** The stream requests the pages made: wx.request with enableChunked. */
+function streamCalls(world) {
+  return world.calls.filter((c) => c.enableChunked);
+}
+
+/** Each buffer starts where the one before ends: no gap, no overlap (a gap is heard as a click). */
+function assertBackToBack(scheduled) {
+  scheduled.slice(1).forEach((s, i) => {
+    const before = scheduled[i];
+    assert.equal(s.when, before.when + before.duration, `buffer ${i + 1} starts where buffer ${i} ends`);
+  });
+}
+
+/** Submit `text` on the synthesis page; the task as the POST answered it. */
+async function submitText(world, page, text) {
+  await typeText(world, page, text);
+  await world.runtime.trigger(page, 'submit');
+  const posts = callsTo(world, 'POST', '^/v1/syntheses$');
+  return posts[posts.length - 1].reply.body;
+}
+
+function fakeStatus(world, taskId) {
+  return world.api.tasks.get(taskId).task.status;
 }
 
 function message(world, code) {
@@ -298,6 +324,16 @@ scenarios['synthesis: preset, subscription, polling with backoff, A/B listening'
   assert.equal(result.data.task.status, 'succeeded');
   assert.equal(result.data.sampleUrl, voice.audio_url, 'side A is the voice sample link');
 
+  // Meanwhile the result played from its stream, as it was synthesised, and all of it: no file.
+  const [stream] = world.ui.streams;
+  assert.equal(stream.state, 'done');
+  const [audio] = world.ui.webAudioContexts;
+  assert.equal(audio.scheduled.reduce((n, s) => n + s.length, 0), Math.round(3.4 * world.api.streamRateHz));
+  assertBackToBack(audio.scheduled);
+  assert.ok(audio.scheduled.every((s) => s.clockMs < polls[4].at), 'all of it before the task succeeded');
+  assert.deepEqual(world.ui.audioPlays, [], 'the stream was whole: the file is not played again');
+  assert.equal(result.data.playing, '');
+
   await world.runtime.trigger(result, 'playSample');
   await world.runtime.trigger(result, 'playResult');
   assert.deepEqual(world.ui.audioPlays, [voice.audio_url, result.data.task.audio_url]);
@@ -308,6 +344,217 @@ scenarios['synthesis: preset, subscription, polling with backoff, A/B listening'
   world.ui.audioContexts[0].finish();
   assert.equal(result.data.playing, '', 'the end of a clip resets the buttons');
   assert.equal(world.ui.audioContexts.length, 1, 'A and B share one player: never both at once');
+};
+
+scenarios['the result plays as it is synthesised: chunk by chunk, back to back, odd bytes carried'] = async (
+  world
+) => {
+  world.api.addVoice();
+  world.api.streamMode = 'manual';
+  const rateHz = 22050; // the CPU engine's rate: whatever the header says is used
+  world.api.streamRateHz = rateHz;
+  const values = tone(3 * 2205, rateHz);
+  values[2205 + 1102] = -12345; // the sample whose two bytes arrive in different chunks
+  world.api.audioSeconds = values.length / rateHz; // the stream brings the whole file
+  const page = await world.runtime.openPage(SYNTH);
+  const task = await submitText(world, page, '你好，边合成边播放。');
+
+  const [request] = streamCalls(world);
+  assert.equal(request.url, `${task.stream_url}&format=pcm`);
+  assert.equal(request.method, 'GET');
+  assert.equal(request.responseType, 'arraybuffer');
+  assert.equal(request.header.Authorization, undefined, 'the signed link is the credential');
+  assert.ok(world.ui.canIUse.includes('request.object.enableChunked'));
+  assert.ok(world.ui.canIUse.includes('createWebAudioContext'));
+  const [stream] = world.ui.streams;
+  const [audio] = world.ui.webAudioContexts;
+  const result = taskResult(page);
+
+  audio.freeze(5); // the audio clock stands still: every buffer must follow the one before
+  stream.sendHeaders({ lowercase: true }); // x-audio-sample-rate, as HTTP/2 names it
+  const bytes = s16le(values);
+  const cut = 2 * 2205;
+  stream.send(bytes.subarray(0, cut));
+  await world.clock.settle();
+  assert.equal(audio.scheduled.length, 1, 'the first chunk plays at once');
+  const [first] = audio.scheduled;
+  assert.ok(first.when > 5 && first.when <= 5.2, `scheduled just ahead of the clock, at ${first.when}`);
+  assert.equal(result.data.playing, 'stream');
+  assert.notEqual(fakeStatus(world, task.task_id), 'succeeded', 'playing before the task is finished');
+
+  stream.send(bytes.subarray(cut, 2 * cut + 1)); // ends with the first byte of sample 3307
+  audio.freeze(5.05);
+  stream.send(bytes.subarray(2 * cut + 1)); // starts with its second byte
+  await world.clock.settle();
+  assert.deepEqual(
+    audio.scheduled.map((s) => [s.length, s.sampleRate]),
+    [
+      [2205, rateHz],
+      [2205, rateHz],
+      [2205, rateHz],
+    ]
+  );
+  assertBackToBack(audio.scheduled);
+  assert.ok(audio.scheduled.every((s) => s.when > s.currentTime), 'never scheduled in the past');
+  const played = audio.scheduled.flatMap((s) => s.samples);
+  assert.deepEqual(played, values.map((v) => v / 32768), 'every sample, the split one too');
+  assert.equal(played[2205 + 1102], -12345 / 32768);
+  assert.notEqual(fakeStatus(world, task.task_id), 'succeeded');
+
+  stream.finish();
+  await world.clock.advance(30000); // the task succeeds; the audio clock still stands
+  assert.equal(result.data.task.status, 'succeeded');
+  assert.equal(result.data.playing, 'stream', 'still playing what was scheduled');
+  audio.thaw();
+  await world.clock.advance(1000);
+  assert.equal(result.data.playing, '', 'done once the last buffer has played');
+  assert.deepEqual(world.ui.audioPlays, [], 'the stream was whole: the file is not played again');
+  assert.equal(world.clock.pendingCount(), 0);
+};
+
+scenarios['a base library that cannot stream plays the finished file instead'] = async (world) => {
+  world.api.addVoice();
+  const page = await world.runtime.openPage(SYNTH);
+  for (const lacking of ['request.object.enableChunked', 'createWebAudioContext']) {
+    world.settings.unsupported = [lacking];
+    const task = await submitText(world, page, `没有 ${lacking} 的基础库`);
+    await world.clock.advance(2000);
+    const early = world.ui.audioPlays.filter((src) => src.includes(task.task_id));
+    assert.deepEqual(early, [], 'nothing before it is done');
+    await world.clock.advance(60000);
+    const result = taskResult(page);
+    assert.equal(result.data.task.status, 'succeeded');
+    assert.equal(world.ui.audioPlays[world.ui.audioPlays.length - 1], result.data.task.audio_url);
+    assert.equal(result.data.playing, 'result');
+    world.ui.audioContexts[0].finish();
+  }
+  assert.equal(world.ui.audioPlays.length, 2);
+  assert.deepEqual(streamCalls(world), [], 'no chunked request');
+  assert.deepEqual(world.ui.webAudioContexts, [], 'no WebAudio');
+};
+
+scenarios['a stream cut short, or broken, leaves the whole file to play once the task succeeds'] = async (
+  world
+) => {
+  world.api.addVoice();
+  world.api.streamMode = 'manual';
+  const page = await world.runtime.openPage(SYNTH);
+  await submitText(world, page, '一个工作进程中途退出了。');
+  const result = taskResult(page);
+
+  // Cut short: a worker died after 0.1 s of audio; the stream ends, the task goes on.
+  const [cut] = world.ui.streams;
+  cut.sendHeaders();
+  cut.send(s16le(tone(2400, 24000)));
+  cut.finish();
+  await world.clock.advance(1000);
+  assert.equal(result.data.playing, '', 'what came has played');
+  assert.deepEqual(world.ui.audioPlays, [], 'nothing else until the task has succeeded');
+  await world.clock.advance(60000);
+  assert.equal(result.data.task.status, 'succeeded');
+  assert.ok(0.1 < result.data.task.duration_s - 0.25, 'the file is longer than what the stream brought');
+  assert.deepEqual(world.ui.audioPlays, [result.data.task.audio_url], 'the whole file, from the start');
+  assert.equal(result.data.playing, 'result');
+  world.ui.audioContexts[0].finish();
+
+  // Broken: the network goes mid-stream; and a stream that cannot even start.
+  const broken = await submitText(world, page, '网络断了。');
+  const stream = world.ui.streams[1];
+  stream.sendHeaders();
+  stream.send(s16le(tone(4800, 24000)));
+  stream.fail('interrupted');
+  await world.clock.advance(60000);
+  assert.equal(result.data.task.task_id, broken.task_id);
+  assert.deepEqual(world.ui.audioPlays.slice(1), [result.data.task.audio_url]);
+  world.ui.audioContexts[0].finish();
+
+  world.api.failNext('GET', '/stream$', { networkError: 'timeout' });
+  const unreachable = await submitText(world, page, '连不上。');
+  await world.clock.advance(60000);
+  assert.equal(world.ui.streams[2].state, 'failed');
+  assert.equal(result.data.task.task_id, unreachable.task_id);
+  assert.deepEqual(world.ui.audioPlays.slice(2), [result.data.task.audio_url]);
+  world.ui.audioContexts[0].finish();
+
+  // Refused: the user has too many streams open (elsewhere); the error body is not played.
+  world.api.failNext('GET', '/stream$', world.api.error('too_many_streams', 5));
+  await submitText(world, page, '流太多了。');
+  const refused = world.ui.streams[3];
+  refused.sendHeaders();
+  await world.clock.settle();
+  assert.equal(refused.state, 'aborted', 'no need to read the error body');
+  await world.clock.advance(60000);
+  assert.deepEqual(world.ui.audioPlays.slice(3), [result.data.task.audio_url]);
+  assert.equal(world.ui.webAudioContexts.length, 1, 'one WebAudioContext for every stream of the page');
+  assert.equal(world.ui.webAudioContexts[0].scheduled.length, 2, 'what the cut and the broken stream brought');
+};
+
+scenarios['A/B, the stop button and hiding the page stop the stream'] = async (world) => {
+  const voice = world.api.addVoice();
+  world.api.streamMode = 'manual';
+  const page = await world.runtime.openPage(SYNTH);
+  await submitText(world, page, '第一句。');
+  const result = taskResult(page);
+  const [audio] = world.ui.webAudioContexts;
+  const started = (stream) => {
+    stream.sendHeaders();
+    stream.send(s16le(tone(24000, 24000)));
+  };
+
+  started(world.ui.streams[0]);
+  await world.clock.advance(3000);
+  assert.equal(result.data.playing, 'stream');
+  assert.equal(result.data.sampleUrl, voice.audio_url);
+  await world.runtime.trigger(result, 'playSample'); // A, while B still streams
+  assert.equal(world.ui.streams[0].state, 'aborted');
+  assert.ok(audio.scheduled.every((s) => s.node.stopped), 'what was scheduled is stopped');
+  assert.deepEqual(world.ui.audioPlays, [voice.audio_url]);
+  assert.equal(result.data.playing, 'sample');
+  world.ui.streams[0].send(s16le(tone(2400, 24000)));
+  assert.equal(world.ui.streams[0].dropped, 1, 'nothing more is read');
+  await world.clock.advance(60000);
+  assert.deepEqual(world.ui.audioPlays, [voice.audio_url], 'a tap ends autoplay: no file after');
+  world.ui.audioContexts[0].finish();
+
+  await submitText(world, page, '第二句。');
+  started(world.ui.streams[1]);
+  await world.clock.settle();
+  assert.equal(result.data.playing, 'stream');
+  await world.runtime.trigger(result, 'stopStream');
+  assert.equal(world.ui.streams[1].state, 'aborted');
+  assert.equal(result.data.playing, '');
+
+  await submitText(world, page, '第三句。');
+  started(world.ui.streams[2]);
+  await world.clock.settle();
+  await world.runtime.hide(page);
+  assert.equal(world.ui.streams[2].state, 'aborted');
+  assert.ok(audio.scheduled.every((s) => s.node.stopped));
+  assert.equal(result.data.playing, '');
+  await world.clock.advance(60000);
+  assert.equal(result.data.task.status, 'succeeded');
+  assert.deepEqual(world.ui.audioPlays, [voice.audio_url], 'no audio from a hidden page');
+  assert.equal(world.clock.pendingCount(), 0);
+};
+
+scenarios['a task already finished, or failed, when it is first shown'] = async (world) => {
+  world.api.addVoice();
+  world.api.taskScript = ['succeeded']; // an identical earlier request: the answer is at hand
+  const page = await world.runtime.openPage(SYNTH);
+  const done = await submitText(world, page, '早就合成好了。');
+  await world.clock.advance(1000);
+  const result = taskResult(page);
+  assert.equal(result.data.task.task_id, done.task_id);
+  assert.deepEqual(streamCalls(world), [], 'nothing to stream: the file plays');
+  assert.deepEqual(world.ui.audioPlays, [result.data.task.audio_url]);
+  world.ui.audioContexts[0].finish();
+
+  world.api.taskScript = ['failed'];
+  await submitText(world, page, '合成失败的一句。');
+  await world.clock.advance(60000);
+  assert.equal(result.data.task.status, 'failed');
+  assert.deepEqual(streamCalls(world), []);
+  assert.equal(world.ui.audioPlays.length, 1, 'nothing to play');
 };
 
 scenarios['no notify unless the user accepts the subscription'] = async (world) => {
@@ -657,6 +904,9 @@ scenarios['leaving the page stops polling and audio'] = async (world) => {
   assert.equal(world.calls.length, before, 'no calls after the page is gone');
   assert.equal(world.clock.pendingCount(), 0, 'no timers left behind');
   assert.ok(world.ui.audioContexts.every((c) => c.destroyed));
+  assert.deepEqual(world.ui.streams.map((s) => s.state), ['aborted'], 'the stream is closed');
+  assert.ok(world.ui.webAudioContexts.every((c) => c.state === 'closed'));
+  assert.ok(world.ui.webAudioContexts[0].scheduled.length > 0, 'it had started playing');
 };
 
 module.exports = { scenarios };

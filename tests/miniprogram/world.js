@@ -32,7 +32,11 @@ function createWorld({ root, fixtures, invokedApi, settings = {} }) {
   // API base URL is only known after that, hence the late binding of the fake API.
   const holder = {};
   const fake = createWx({
-    api: { handle: (call) => holder.api.handle(call) },
+    api: {
+      handle: (call) => holder.api.handle(call),
+      streamMode: () => holder.api.streamMode,
+      streamPlan: (reply) => holder.api.streamPlan(reply),
+    },
     clock,
     isInTap: () => runtime.syncTap,
     settings: wxSettings,

@@ -9,7 +9,7 @@ from aiohttp import web
 
 _ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Trace-Id, Range"
 _ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
-_EXPOSE_HEADERS = "Retry-After, Content-Range, Accept-Ranges"
+_EXPOSE_HEADERS = "Retry-After, Content-Range, Accept-Ranges, X-Audio-Sample-Rate, X-Task-Status"
 _PREFLIGHT_MAX_AGE_S = 600
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

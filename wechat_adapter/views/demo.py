@@ -53,7 +53,8 @@ def dev_login_enabled(settings: Settings) -> bool:
 
 def content_security_policy(settings: Settings) -> str:
     """Only our own scripts and styles; audio from the gateway's public origin (task `audio_url`s
-    are absolute and may name another host than the page was opened with) or a local recording."""
+    are absolute and may name another host than the page was opened with) or a local recording, and
+    fetch() there too (a task's `stream_url`, read as it is synthesised, is absolute as well)."""
     parts = urlsplit(settings.public_base_url)
     public_origin = f"{parts.scheme}://{parts.netloc}"
     return "; ".join(
@@ -63,7 +64,7 @@ def content_security_policy(settings: Settings) -> str:
             "style-src 'self'",
             "img-src 'self' data:",
             f"media-src 'self' blob: {public_origin}",
-            "connect-src 'self'",
+            f"connect-src 'self' {public_origin}",
             "base-uri 'none'",
             "form-action 'none'",
             "frame-ancestors 'none'",

@@ -42,6 +42,12 @@ Page({
     errorMessage: '',
   },
 
+  // What the page keeps besides its data, made in onLoad (declared here for the type check).
+  reviews: /** @type {Reviews | null} */ (null),
+  elapsedTimer: /** @type {number | null} */ (null),
+  player: /** @type {Player | null} */ (null),
+  recorder: /** @type {ReturnType<typeof createRecorder> | null} */ (null),
+
   onLoad() {
     this.reviews = new Reviews({
       onUpdate: (voice) => this.reviewed(voice),

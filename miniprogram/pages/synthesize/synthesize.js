@@ -31,7 +31,12 @@ Page({
     cooldownS: 0,
     errorMessage: '',
     taskId: '',
+    autoplay: true, // the result plays while it is synthesised (components/task-result)
   },
+
+  // What the page keeps besides its data, made in onLoad (declared here for the type check).
+  keys: /** @type {SubmissionKeys | null} */ (null),
+  cooldownTimer: /** @type {number | null} */ (null),
 
   onLoad() {
     this.keys = new SubmissionKeys();

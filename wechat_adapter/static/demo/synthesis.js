@@ -1,8 +1,13 @@
-// Panel 3: style, speed and text; submit; follow progress over SSE; listen and compare A/B.
+// Panel 3: style, speed and text; submit; follow progress over SSE; hear the result while it is
+// synthesised (stream.js), then listen and compare A/B.
 import { isFinal } from "./api.js";
 import { $, TASK_STATUS, option, randomHex, say } from "./dom.js";
+import { StreamPlayer, streamingSupported } from "./stream.js";
 
 const PRESET_GROUPS = { dialect: "方言", emotion: "情感", speed: "语速", volume: "音量" };
+// A stream this much shorter than the finished file was cut short (a worker died mid-task): the file
+// plays instead. Both hold the same samples, the stored duration rounded to milliseconds.
+const CUT_SHORT_TOLERANCE_S = 0.25;
 
 /** Roughly what the server counts: NFC, whitespace folded, in code points. */
 const countChars = (text) => [...text.normalize("NFC").replace(/\s+/g, " ").trim()].length;
@@ -20,6 +25,9 @@ export class SynthesisPanel {
     this.draftKey = null;
     this.following = null; // AbortController of the stream being read
     this.lastShown = null; // "task:status" last added to the progress log
+    this.lastStatus = null; // the newest status the page has seen of the task it follows
+    this.stream = new StreamPlayer();
+    this.autoplayOf = null; // the task whose audio plays by itself, until the user plays something
     this.message = $("synth-message");
     const form = $("synth-form");
     form.addEventListener("input", () => {
@@ -30,8 +38,16 @@ export class SynthesisPanel {
       event.preventDefault();
       this.#submit();
     });
-    $("play-result").addEventListener("click", () => this.#play($("result-audio"), $("original-audio")));
-    $("play-original").addEventListener("click", () => this.#play($("original-audio"), $("result-audio")));
+    $("play-result").addEventListener("click", () => this.playResult());
+    $("play-original").addEventListener("click", () => {
+      this.#takeOver();
+      this.#play($("original-audio"), $("result-audio"));
+    });
+    $("stop-stream").addEventListener("click", () => this.#takeOver());
+    // The audio controls are the user's too: using them ends autoplay.
+    for (const id of ["result-audio", "original-audio"]) {
+      $(id).addEventListener("play", () => this.autoplayOf === null || this.#takeOver());
+    }
     this.#refreshForm();
   }
 
@@ -65,6 +81,7 @@ export class SynthesisPanel {
   /** Forget the last task and the players' audio (signed out, or the account erased). */
   reset() {
     this.following?.abort();
+    this.#takeOver();
     this.setVoice(null);
     for (const id of ["result-audio", "original-audio"]) {
       $(id).pause();
@@ -77,7 +94,14 @@ export class SynthesisPanel {
   }
 
   playResult() {
+    this.#takeOver();
     this.#play($("result-audio"), $("original-audio"));
+  }
+
+  /** The user plays, stops or submits something: the stream stops and nothing plays by itself. */
+  #takeOver() {
+    this.autoplayOf = null;
+    this.stream.stop();
   }
 
   #refreshForm() {
@@ -107,6 +131,8 @@ export class SynthesisPanel {
       return;
     }
     this.following?.abort();
+    this.#takeOver();
+    if (streamingSupported()) this.stream.prepare(); // in the click: the AudioContext may start
     this.draftKey ??= randomHex(16);
     const button = $("synthesize");
     button.disabled = true;
@@ -116,10 +142,13 @@ export class SynthesisPanel {
     try {
       let task = await this.api.synthesize(this.#fields(), this.draftKey);
       this.#progress(task);
+      let finished = Promise.resolve(task);
       if (!isFinal(task.status)) {
         this.following = new AbortController();
-        task = await this.api.followTask(task.task_id, (t) => this.#progress(t), this.following.signal);
+        finished = this.api.followTask(task.task_id, (t) => this.#progress(t), this.following.signal);
       }
+      this.#autoplay(task, finished);
+      task = await finished;
       this.#finished(task);
     } catch (error) {
       if (error.name !== "AbortError") this.report(this.message, error);
@@ -129,12 +158,53 @@ export class SynthesisPanel {
     }
   }
 
+  /**
+   * Play the task's audio by itself: from its stream while it is synthesised, else (no streaming in
+   * this browser, the stream failed, or it came short of the finished file) the file once the task
+   * has succeeded. `finished` is the task's final state. Until the user plays or stops something.
+   */
+  async #autoplay(task, finished) {
+    this.autoplayOf = task.task_id;
+    const shown = $("now-playing");
+    for (const key of Object.keys(shown.dataset)) delete shown.dataset[key];
+    let receivedS = null;
+    if (!isFinal(task.status) && streamingSupported()) {
+      try {
+        ({ receivedS } = await this.stream.play(task, { onStarted: () => this.#streamStarted() }));
+        shown.dataset.receivedS = String(receivedS);
+      } catch (error) {
+        if (error.name === "AbortError") return; // the user took over, or another task did
+        shown.dataset.streamError = error.message;
+      } finally {
+        shown.hidden = true;
+      }
+    }
+    const done = await finished.catch(() => null);
+    if (this.autoplayOf !== task.task_id || done?.status !== "succeeded") return;
+    this.autoplayOf = null;
+    const whole = receivedS !== null && receivedS >= done.duration_s - CUT_SHORT_TOLERANCE_S;
+    shown.dataset.outcome = whole ? "streamed" : "file";
+    if (whole) return;
+    this.showResult(done);
+    this.#play($("result-audio"), $("original-audio"));
+  }
+
+  /** The first audio is scheduled: say so, and note when (what the browser test measures). */
+  #streamStarted() {
+    const shown = $("now-playing");
+    shown.dataset.firstAudioAt = String(Date.now());
+    shown.dataset.statusAtFirstAudio = this.lastStatus ?? "";
+    shown.hidden = false;
+  }
+
   #progress(task) {
+    this.lastStatus = task.status;
     const shown = `${task.task_id}:${task.status}`;
     if (shown === this.lastShown) return;
     this.lastShown = shown;
     const status = $("task-status");
     status.dataset.status = task.status;
+    if (task.status === "succeeded") status.dataset.updatedAt = task.updated_at;
     status.textContent = `合成状态：${TASK_STATUS[task.status] ?? task.status}`;
     const step = document.createElement("li");
     step.dataset.status = task.status;
