@@ -126,8 +126,19 @@ def describe(event: Envelope) -> str:
     fields = [f"{k}={_shown(event.data[k])}" for k in keys if event.data.get(k) not in (None, "")]
     if isinstance(event.data.get("error"), dict):
         fields.append(f"error={event.data['error'].get('code')}")
+    if isinstance(event.data.get("timings_ms"), dict):  # tts.synthesis.completed: where the job's time went
+        fields.append(f"timings_ms={_timings(event.data['timings_ms'])}")
     subject = event.task_id or event.voice_id or ""
     return f"{event.time}  {event.type:<26} {subject}  {' '.join(fields)}  trace={event.trace_id}".rstrip()
+
+
+def _timings(timings: dict[str, object]) -> str:
+    """`queue:12,fetch_prompt:0.4,…,total:640`: milliseconds, whole from 10 up."""
+    shown = []
+    for name, value in timings.items():
+        if isinstance(value, int | float):
+            shown.append(f"{name}:{value:.0f}" if abs(value) >= 10 else f"{name}:{value:.1f}")
+    return ",".join(shown)
 
 
 def _shown(value: object) -> str:

@@ -40,6 +40,19 @@ class WorkerMetrics:
             registry=self.registry,
             buckets=(0.0, 0.3, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0),
         )
+        self.speaker_similarity_skipped = Counter(
+            "voicerelay_speaker_similarity_skipped_total",
+            "Succeeded tasks whose speaker similarity was not measured, by reason (backlog: the worker "
+            "was not idle before more tasks finished; voice_deleted; shutdown)",
+            ["engine", "reason"],
+            registry=self.registry,
+        )
+        self.voice_sample_lookups = Counter(
+            "voicerelay_voice_sample_lookups_total",
+            "Voice samples jobs needed, by where the decoded sample came from (memory, stored)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.speaker_profile_lookups = Counter(
             "voicerelay_speaker_profile_lookups_total",
             "Per-voice analyses looked up, by analysis and where the profile came from "

@@ -91,7 +91,8 @@ async def run_worker(
     its caches).
 
     On stop: fetch nothing more, give the job in hand up to `grace_s` to finish, else hand it back
-    (nak, so another worker takes it at once), then drain the NATS connection and release the engine.
+    (nak, so another worker takes it at once), let a speaker-similarity measurement in progress
+    finish (pending ones are dropped), then drain the NATS connection and release the engine.
     """
     # Each resource is entered right after it is made, so whatever start-up step fails (no engine, NATS
     # unreachable), everything made before it is released again, in reverse order.
@@ -140,6 +141,9 @@ async def run_worker(
             aigc_label=settings.aigc_explicit_label,
             aigc_producer=settings.aigc_producer,
         )
+        # Closed once the consumers have stopped (entered below, so they exit first) and before the
+        # store, the bus and the executor: its background work (speaker similarity) needs all three.
+        resources.push_async_callback(runner.close)
         if serve_health:
             await resources.enter_async_context(health_server(settings, metrics, bus))
         supervisor = await resources.enter_async_context(Supervisor("worker"))

@@ -60,6 +60,9 @@ async def test_demo_then_replay(stack: Stack, tmp_path: Path) -> None:
         "tts.notify.sent",
     ]
     assert all(task_id in line for line in timeline.splitlines())
+    # The completed line says where the worker's time went, compactly.
+    completed = timeline.splitlines()[2]
+    assert re.search(r" timings_ms=queue:[\d.]+,fetch_prompt:[\d.]+,.*,total:[\d.]+ ", completed), completed
 
 
 async def test_replay_of_unknown_task(stack: Stack) -> None:

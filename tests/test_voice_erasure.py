@@ -1,6 +1,7 @@
 """Erasure that sticks on the worker side: every worker hears a voice's deletion and forgets what it
-keeps in memory (profiles, an engine's registered speakers), and a job that stores features of a voice
-deleted while it ran erases them again, so nothing made from the voice outlives its deletion."""
+keeps in memory (profiles, decoded samples, an engine's registered speakers), and a job that stores
+features of a voice deleted while it ran erases them again, so nothing made from the voice outlives
+its deletion."""
 
 from __future__ import annotations
 
@@ -104,6 +105,7 @@ async def test_a_worker_forgets_a_deleted_voice(stack: Stack) -> None:
         keys = await profile_keys(stack, owner, voice_id)  # read from the sample while it exists
         assert (await run_job(stack, runner, owner, voice_id)).status == TaskStatus.SUCCEEDED
         assert runner.profiles.held_for(owner, voice_id) >= 1  # the engine's profile, the embedding
+        assert runner.prompts.held_for(owner, voice_id) == 1  # the decoded sample
         assert await stack.store.exists(keys[0].object_key)
 
         await delete(client, voice_id)
@@ -112,6 +114,7 @@ async def test_a_worker_forgets_a_deleted_voice(stack: Stack) -> None:
             return [thread for o, v, thread in engine.forgotten if (o, v) == (owner, voice_id)]
 
         await eventually(lambda: runner.profiles.held_for(owner, voice_id) == 0)
+        assert runner.prompts.held_for(owner, voice_id) == 0
         [thread] = await eventually(forgotten)
         assert thread.startswith("engine")  # the engine's own executor, never the event loop
     for key in keys:
@@ -164,6 +167,7 @@ async def test_a_voice_deleted_during_its_first_synthesis_leaves_no_features(sta
         finally:
             engine.release.set()
         task = await job
+        await runner.close()  # a similarity measurement, had the job left one, ends with the runner
     # Succeeded (the sample was read before the deletion) or failed because the voice is gone; either
     # way nothing made from the voice is left, in S3 or in memory.
     assert task.status == TaskStatus.SUCCEEDED or (
