@@ -42,6 +42,7 @@ class BenchStack:
     bus: EventBus  # the benchmark's own connection: it reads completed events for engine time
     synthesis_s: dict[str, float] = field(default_factory=dict)  # task_id -> engine seconds
     first_audio_s: dict[str, float] = field(default_factory=dict)  # task_id -> engine's first piece
+    queue_s: dict[str, float] = field(default_factory=dict)  # task_id -> waiting for a worker
     workers: list[ManagedProcess] = field(default_factory=list)
     _children: Stack = field(default_factory=Stack)
 
@@ -109,6 +110,9 @@ async def _collect_engine_times(stack: BenchStack, subscribed: asyncio.Event) ->
             seconds = event.data.get(name)
             if event.task_id and isinstance(seconds, int | float):
                 into[event.task_id] = float(seconds)
+        queue_ms = (event.data.get("timings_ms") or {}).get("queue")
+        if event.task_id and isinstance(queue_ms, int | float):
+            stack.queue_s[event.task_id] = queue_ms / 1000
 
 
 @contextlib.asynccontextmanager
