@@ -11,11 +11,7 @@ ops/bench/results/. See docs/BENCHMARKS.md for what each number means.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import logging
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +19,8 @@ from typing import Any
 
 import aiohttp
 
-from common.logs import configure_logging
 from ops.bench import scenarios
-from ops.bench.harness import bench_stack
+from ops.bench.harness import bench_stack, run_and_report
 from ops.bench.report import RESULTS_DIR, machine, ms, ratio, table
 from ops.bench.seed_baseline import server_kind
 from ops.samples import speech_sample
@@ -254,26 +249,8 @@ def run(args: argparse.Namespace) -> int:
         from ops.bench import streaming
 
         return streaming.run(args)
-    configure_logging("INFO", process="bench")
     plan = QUICK_PLAN if args.quick else DEFAULT_PLAN
-    out = args.out or RESULTS_DIR / f"{time.strftime('%Y%m%dT%H%M%S')}.json"
-    base_dir = Path(tempfile.mkdtemp(prefix="voicerelay-bench-"))
-    try:
-        results = asyncio.run(measure(plan, base_dir, quick=args.quick))
-    except (scenarios.BenchError, TimeoutError) as exc:
-        print(f"benchmark failed: {exc}; service logs in {base_dir / 'logs'}", file=sys.stderr)
-        return 1
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    print(render(results))
-    print(f"\nresults: {out}")
-    if not args.keep_dir:
-        import shutil
-
-        shutil.rmtree(base_dir, ignore_errors=True)
-    else:
-        print(f"logs: {base_dir / 'logs'}")
-    return 0
+    return run_and_report(args, lambda base_dir: measure(plan, base_dir, quick=args.quick), render)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,20 +5,28 @@ stopped when `bench_stack()` exits, however it exits."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
+import shutil
 import sys
-from collections.abc import AsyncIterator
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from common.config import Settings
+from common.logs import configure_logging
 from events.bus import EventBus
 from events.names import EventType
 from events.replay import follow_events
+from ops.bench.report import RESULTS_DIR
 from ops.services.nats import NatsServer
 from ops.services.ports import free_port
 from ops.services.processes import LOCALHOST, ManagedProcess, http_probe, python_service, stop_all
@@ -32,6 +40,10 @@ BUCKET = "voicerelay-bench"
 START_TIMEOUT_S = 60.0
 # The worker drains its in-flight job on SIGTERM (up to 30 s grace); past this it is killed.
 STOP_TIMEOUT_S = 45.0
+
+
+class BenchError(RuntimeError):
+    """A request the benchmark needs did not succeed."""
 
 
 @dataclass
@@ -198,3 +210,32 @@ async def bench_stack(base_dir: Path, *, queue_max_pending: int = 10_000) -> Asy
         if stack is not None:
             await stack.bus.close()
         await children.stop()
+
+
+def run_and_report(
+    args: argparse.Namespace,
+    measure: Callable[[Path], Awaitable[dict[str, Any]]],
+    render: Callable[[dict[str, Any]], str],
+    *,
+    prefix: str = "",
+) -> int:
+    """Run one benchmark over a fresh temp dir, write its JSON (`--out`, else
+    ops/bench/results/<prefix><timestamp>.json), print its tables; 0, or 1 when a scenario failed.
+    `--keep-dir` keeps the services' logs."""
+    configure_logging("INFO", process="bench")
+    out = args.out or RESULTS_DIR / f"{prefix}{time.strftime('%Y%m%dT%H%M%S')}.json"
+    base_dir = Path(tempfile.mkdtemp(prefix="voicerelay-bench-"))
+    try:
+        results = asyncio.run(measure(base_dir))
+    except (BenchError, TimeoutError) as exc:
+        print(f"benchmark failed: {exc}; service logs in {base_dir / 'logs'}", file=sys.stderr)
+        return 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    print(render(results))
+    print(f"\nresults: {out}")
+    if args.keep_dir:
+        print(f"logs: {base_dir / 'logs'}")
+    else:
+        shutil.rmtree(base_dir, ignore_errors=True)
+    return 0

@@ -18,16 +18,12 @@ from typing import Any
 
 import aiohttp
 
-from ops.bench.harness import BenchStack
+from ops.bench.harness import BenchError, BenchStack
 from ops.bench.report import percentile, summary
 from ops.client import ApiClient
 
 SENTENCE = "今天天气很好，我们一起去公园散步吧。"
 TASK_TIMEOUT_S = 120.0
-
-
-class BenchError(RuntimeError):
-    """A request the benchmark needs did not succeed."""
 
 
 class Texts:

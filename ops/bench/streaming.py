@@ -14,19 +14,15 @@ import argparse
 import asyncio
 import json
 import logging
-import shutil
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from common.logs import configure_logging
 from ops.bench import scenarios
-from ops.bench.harness import BenchStack, bench_stack
-from ops.bench.report import RESULTS_DIR, machine, ms, ratio, summary, table
+from ops.bench.harness import BenchStack, bench_stack, run_and_report
+from ops.bench.report import machine, ms, ratio, summary, table
 from ops.samples import speech_sample
 
 log = logging.getLogger(__name__)
@@ -232,20 +228,6 @@ def render(results: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    configure_logging("INFO", process="bench")
-    out = args.out or RESULTS_DIR / f"streaming-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    base_dir = Path(tempfile.mkdtemp(prefix="voicerelay-bench-"))
-    try:
-        results = asyncio.run(measure(base_dir, quick=args.quick))
-    except (scenarios.BenchError, TimeoutError) as exc:
-        print(f"benchmark failed: {exc}; service logs in {base_dir / 'logs'}", file=sys.stderr)
-        return 1
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    print(render(results))
-    print(f"\nresults: {out}")
-    if args.keep_dir:
-        print(f"logs: {base_dir / 'logs'}")
-    else:
-        shutil.rmtree(base_dir, ignore_errors=True)
-    return 0
+    return run_and_report(
+        args, lambda base_dir: measure(base_dir, quick=args.quick), render, prefix="streaming-"
+    )
