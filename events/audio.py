@@ -142,6 +142,8 @@ async def read_audio(
         current = int((newest.subject or "").rsplit(".", 1)[1])
     except NotFoundError:
         current = 0
+    # An ordered consumer runs with flow control: while the listener reads slowly, the server holds the
+    # chunks back (they stay in the stream) instead of this process buffering them without bound.
     subscription = await js.subscribe(
         subjects,
         stream=names.AUDIO_STREAM,
