@@ -153,3 +153,28 @@ async def test_a_reader_that_stops_reading_is_given_up_on_not_buffered_for(
     monkeypatch.setattr(stream_socket, "SEND_TIMEOUT_S", 0.2)
     with pytest.raises(TimeoutError):
         await stream_socket._send_bytes(StalledSocket(), b"\0" * 4096)  # type: ignore[arg-type]
+
+
+class FloodingSocket:
+    """A client that sends frame after frame without waiting for answers."""
+
+    def __init__(self, frames: int) -> None:
+        self.frames, self.closed_with = frames, None
+
+    def __aiter__(self):
+        return self._messages()
+
+    async def _messages(self):
+        for _ in range(self.frames):
+            yield aiohttp.WSMessage(aiohttp.WSMsgType.TEXT, json.dumps({"type": "synthesize"}), None)
+
+    async def close(self, *, code: int, message: bytes) -> None:
+        self.closed_with = code
+
+
+@pytest.mark.unit
+async def test_a_client_that_floods_the_socket_is_closed_on_and_nothing_piles_up() -> None:
+    socket, waiting = FloodingSocket(100), asyncio.Queue()
+    await stream_socket._read(socket, waiting)  # type: ignore[arg-type]
+    assert socket.closed_with == 1008
+    assert waiting.qsize() == stream_socket.MAX_WAITING + 1  # the frames it may send, and the end

@@ -432,7 +432,8 @@ def _socket_response() -> Json:
             "Switching to a WebSocket, authenticated by the `Authorization` header (wx.connectSocket's "
             "`header` option); it holds one of the caller's stream slots while open. Send text frames "
             '`{"type": "synthesize", …the fields of POST /v1/syntheses…, "stream_format"?: "pcm"|"mp3" '
-            '(default pcm), "idempotency_key"?}`, one after another (up to 4 may wait while one streams). '
+            '(default pcm), "idempotency_key"?}`, one after another (up to 4 may be sent ahead of the '
+            "answers; more closes the socket with 1008). "
             "Each goes through the checks of POST /v1/syntheses and is answered by "
             '`{"type": "task", "task"}`, `{"type": "audio", "format", "sample_rate_hz"}`, binary frames '
             '(s16le mono PCM, or MP3 frames), then `{"type": "end", "task", "complete"}` '

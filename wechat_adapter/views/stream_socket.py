@@ -25,7 +25,7 @@ import json
 import logging
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from wechat_adapter.errors import ERRORS, ApiError
 from wechat_adapter.http.requests import caller_of, gateway_of
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 IDLE_S = 120.0  # no request for this long: the socket closes (the mini program reconnects on demand)
 HEARTBEAT_S = 25.0  # pings; a client that answers none within it is gone
 SEND_TIMEOUT_S = 30.0  # a client that reads nothing for this long is closed on, not buffered for
-MAX_WAITING = 4  # requests sent while one streams; more are refused with `rate_limited`
+MAX_WAITING = 4  # frames a client may send ahead of the answers; one more closes the socket (1008)
 MAX_MESSAGE_BYTES = 16 * 1024  # as JSON bodies elsewhere
 _CLOSE_IDLE, _CLOSE_SLOW = 4000, 4001  # application close codes: idle, too slow a reader
 
@@ -90,13 +90,14 @@ async def stream_socket(request: web.Request) -> web.WebSocketResponse:
 
 async def _read(socket: web.WebSocketResponse, waiting: asyncio.Queue[Any]) -> None:
     """Every frame the client sends, parsed, onto `waiting` (None when the socket closes). Runs
-    beside the streaming, so pongs and closes are seen while audio goes out."""
+    beside the streaming, so pongs and closes are seen while audio goes out. A client that sends more
+    than MAX_WAITING frames ahead of the answers is closed on (1008): the queue never grows past it."""
     async for message in socket:
+        if waiting.qsize() >= MAX_WAITING:
+            await socket.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many requests waiting")
+            break
         if message.type != WSMsgType.TEXT:
             waiting.put_nowait(ApiError("invalid_request", detail="send text frames of JSON"))
-            continue
-        if waiting.qsize() >= MAX_WAITING:
-            waiting.put_nowait(ApiError("rate_limited", detail="too many requests waiting on this socket"))
             continue
         try:
             body = json.loads(message.data)
