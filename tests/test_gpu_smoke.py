@@ -106,18 +106,19 @@ def recording(tmp_path: Path) -> Path:
     return path
 
 
-def test_gpu_smoke_command_with_a_stand_in_model(
-    model_dir: Path,
-    fake_upstream: list,
-    recording: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: Any,
-) -> None:
+@pytest.fixture
+def smoke_argv(
+    model_dir: Path, fake_upstream: list, recording: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> list[str]:
+    """`ops gpu-smoke` on the stand-in upstream and GPU, without a transcript yet; WAVs to tmp/smoke."""
     monkeypatch.setattr(gpu_smoke, "_gpu_name", lambda: "a stand-in GPU")
     monkeypatch.setenv("COSYVOICE_TEXT_FRONTEND", "none")
     out = tmp_path / "smoke"
-    argv = ["gpu-smoke", "--model-dir", str(model_dir), "--prompt", str(recording), "--out", str(out)]
+    return ["gpu-smoke", "--model-dir", str(model_dir), "--prompt", str(recording), "--out", str(out)]
+
+
+def test_gpu_smoke_command_with_a_stand_in_model(smoke_argv: list[str], tmp_path: Path, capsys: Any) -> None:
+    argv, out = smoke_argv, tmp_path / "smoke"
 
     assert cli.main(argv) == 1  # no transcript
     assert cli.main([*argv, "--prompt-text", TRANSCRIPT, "--preset", "sichuan"]) == 0
@@ -130,17 +131,8 @@ def test_gpu_smoke_command_with_a_stand_in_model(
     assert sorted(p.stem for p in out.glob("*.wav")) == sorted(names)
 
 
-def test_gpu_smoke_command_with_concurrency_prints_percentiles(
-    model_dir: Path,
-    fake_upstream: list,
-    recording: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: Any,
-) -> None:
-    monkeypatch.setattr(gpu_smoke, "_gpu_name", lambda: "a stand-in GPU")
-    monkeypatch.setenv("COSYVOICE_TEXT_FRONTEND", "none")
-    argv = ["gpu-smoke", "--model-dir", str(model_dir), "--prompt", str(recording), "--out", str(tmp_path)]
+def test_gpu_smoke_command_with_concurrency_prints_percentiles(smoke_argv: list[str], capsys: Any) -> None:
+    argv = list(smoke_argv)
     argv += ["--prompt-text", TRANSCRIPT, "--preset", "happy", "--concurrency", "2", "--rounds", "2"]
 
     assert cli.main(argv) == 0

@@ -30,11 +30,6 @@ log = logging.getLogger(__name__)
 RESULT_KEYS = ("meta", "pipeline_overhead", "throughput", "cache", "seed_baseline", "gateway_accept")
 
 
-# Voices warmed up at a time: each waits for the analyses queued before it on the one worker, which
-# must stay well inside a task's timeout (scenarios.TASK_TIMEOUT_S).
-WARM_UP_BATCH = 8
-
-
 @dataclass(frozen=True, slots=True)
 class Plan:
     """How many requests each scenario sends."""
@@ -84,14 +79,7 @@ async def measure(plan: Plan, base_dir: Path, *, quick: bool) -> dict[str, Any]:
         await stack.start_worker()
         most = max(*plan.overhead, plan.throughput_concurrency, plan.accept_concurrency)
         users = await scenarios.new_users(http, stack.gateway_url, sample_wav, most)
-        # Warm-up: the first completion also tells the gateway which engine serves (enables the cache),
-        # and each voice's first task runs the engine's speaker analysis (seconds on the CPU engine;
-        # `bench voices` measures it). Measured tasks find the profile cached, as every later task does.
-        await scenarios.run_concurrently(texts.take(2), [scenarios.synthesis(users[0])])
-        for start in range(1, len(users), WARM_UP_BATCH):
-            batch = users[start : start + WARM_UP_BATCH]
-            await scenarios.run_concurrently(texts.take(len(batch)), [scenarios.synthesis(u) for u in batch])
-
+        await scenarios.warm_up(users, texts)
         log.info("(a) pipeline overhead")
         batches = {c: texts.take(n) for c, n in plan.overhead.items()}
         overhead = await scenarios.pipeline_overhead(stack, users, batches)

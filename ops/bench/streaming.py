@@ -162,10 +162,7 @@ async def measure(base_dir: Path, *, quick: bool) -> dict[str, Any]:
     async with bench_stack(base_dir) as stack, aiohttp.ClientSession(connector=connector) as http:
         await stack.start_worker()
         users = await scenarios.new_users(http, stack.gateway_url, sample_wav, max(clients))
-        # Warm-up: every voice's speaker analysis, once (measured tasks find it cached).
-        for start in range(0, len(users), 8):
-            batch = users[start : start + 8]
-            await scenarios.run_concurrently(texts.take(len(batch)), [scenarios.synthesis(u) for u in batch])
+        await scenarios.warm_up(users, texts)
         rows = []
         for transport in ("http", "socket"):
             for concurrency, n in clients.items():
