@@ -125,6 +125,7 @@ class ThreadedModel:
 
     def __init__(self, tokens: int = 60, fail_after: int | None = None) -> None:
         self.tokens, self.fail_after = tokens, fail_after
+        self.produced = 0  # tokens the LLM made, over every request
         self.token_hop_len = 25
         self.tts_speech_token_dict: dict[str, list[int]] = {}
         self.llm_end_dict: dict[str, bool] = {}
@@ -135,6 +136,7 @@ class ThreadedModel:
             if self.fail_after is not None and n == self.fail_after:
                 raise RuntimeError("CUDA error: an illegal memory access was encountered")
             time.sleep(0.002)
+            self.produced += 1
             yield n
 
     def llm_job(self, text: str, this_uuid: str) -> None:
@@ -200,7 +202,9 @@ def test_the_threaded_model_streams_and_a_closed_stream_stops_its_llm() -> None:
     engine = CosyVoice3Engine(ThreadedCosyVoice3(inner), stall_s=20)
     stream = engine.synthesize_stream(request())
     next(stream)
-    started = time.monotonic()
     stream.close()
-    assert time.monotonic() - started < 3  # 2000 tokens would take 4 s and more
+    made = inner.produced
+    assert made < 2000  # the LLM stopped at its next token rather than decoding to its limit
+    time.sleep(0.1)
+    assert inner.produced == made  # and it stays stopped: no thread decodes on behind our back
     assert inner.tts_speech_token_dict == {} and inner.llm_end_dict == {}  # upstream cleaned up
