@@ -40,7 +40,7 @@ def engine() -> EspeakEngine:
 def test_identity(engine: EspeakEngine) -> None:
     assert engine.name == "espeak"
     assert engine.version.startswith("espeak-ng-1.52")
-    assert engine.profile_version == f"{engine.version}/world-1"  # speaker profiles: test_speaker_adaptation
+    assert engine.profile_version == f"{engine.version}/knn-1"  # speaker profiles: test_speaker_adaptation
     assert engine.sample_rate_hz == 22_050
 
 

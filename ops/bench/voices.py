@@ -3,8 +3,10 @@
 In-process, no services: the espeak engine's real-time factor without and with a speaker profile, the
 cost of a new voice (intake of a 10 s sample, the engine's speaker analysis, the sample's embedding for
 the quality signal), and the speaker similarity of output to reference without and with adaptation.
-References are generated "speakers": espeak voice variants, some pitch-shifted (formants and pitch
-together, as a different vocal tract would). Prints a table and writes JSON (docs/BENCHMARKS.md).
+References are real people (ops.recordings: fetched from package registries, skipped with a warning
+when none is reachable) and generated "speakers": espeak voice variants, some pitch-shifted
+(formants and pitch together, as a different vocal tract would). Every reference goes through the
+gateway's intake, as an upload would. Prints a table and writes JSON (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from common.audio import Pcm, encode_audio
+from common.audio import Pcm, decode_audio, encode_audio
 from common.logs import configure_logging
 from ops.bench.report import RESULTS_DIR, machine, percentile, table
 from ops.bench.scenarios import BenchError
+from ops.recordings import RecordingsUnavailable, real_voices
 from ops.samples import speech
 from synth_worker.engines.base import SynthesisRequest
 from synth_worker.engines.espeak import EspeakEngine
@@ -109,14 +112,23 @@ class Bench:
         )  # fmt: skip
         return self.engine.synthesize(request)
 
+    def references(self, plan: VoicePlan) -> dict[str, Pcm]:
+        """Speaker -> sample, real voices first, each as the gateway's intake stores it."""
+        try:
+            uploads = real_voices()
+        except RecordingsUnavailable as exc:
+            log.warning("measuring synthetic speakers only: %s", exc)
+            uploads = {}
+        uploads |= {s.name: encode_audio(self.reference(s), "wav") for s in plan.speakers}
+        return {name: decode_audio(analyse_sample(upload).wav) for name, upload in uploads.items()}
+
     def reference(self, speaker: SyntheticSpeaker) -> Pcm:
         """REFERENCE_TEXT in the speaker's voice.
 
         Rendered through the engine with a neutral profile of the variant (α 1, no pitch mapping): WORLD
         analysis and resynthesis only, which alone moves similarity to the plain rendering by about 0.01.
         """
-        neutral = SpeakerProfile(speaker.variant, 1.0, None, None).to_bytes(self.engine.profile_version)
-        spoken = self.say(REFERENCE_TEXT, neutral)
+        spoken = self.say(REFERENCE_TEXT, self.unconverted(speaker.variant))
         if speaker.semitones == 0:
             return spoken
         import librosa  # imported here: slow to import, and only pitch-shifted references need it
@@ -129,6 +141,14 @@ class Bench:
     def embed(self, pcm: Pcm) -> np.ndarray:
         return self.encoder.embed(pcm)
 
+    def unconverted(self, variant: str, profile: bytes | None = None) -> bytes:
+        """A profile of `variant` without a frame pool, with `profile`'s pitch mapping if given."""
+        pitch = (None, None)
+        if profile is not None:
+            read = SpeakerProfile.from_bytes(profile, self.engine.profile_version, variants=candidate_names())
+            pitch = (read.source_f0, read.target_f0)
+        return SpeakerProfile(variant, *pitch).to_bytes(self.engine.profile_version)
+
 
 def measure_synthesis(bench: Bench, profile: bytes, n: int) -> dict[str, Any]:
     """Real-time factor per sentence without and with a speaker profile (the first call warms up)."""
@@ -137,16 +157,19 @@ def measure_synthesis(bench: Bench, profile: bytes, n: int) -> dict[str, Any]:
     bench.say(texts[0], profile)
     rows: dict[str, Any] = {}
     for name, used in (("plain", None), ("adapted", profile)):
-        rtfs, seconds, audio = [], [], []
+        rtfs, cpu_rtfs, seconds, audio = [], [], [], []
         for text in texts:
+            started_cpu = time.process_time()
             speech, elapsed = timed(lambda text=text, used=used: bench.say(text, used))
             rtfs.append(elapsed / speech.duration_s)
+            cpu_rtfs.append((time.process_time() - started_cpu) / speech.duration_s)
             seconds.append(elapsed)
             audio.append(speech.duration_s)
         rows[name] = {
             "n": n,
             "rtf_p50": round(percentile(rtfs, 50), 5),
             "rtf_p99": round(percentile(rtfs, 99), 5),
+            "cpu_rtf_p50": round(percentile(cpu_rtfs, 50), 5),
             "synthesis_p50_s": round(percentile(seconds, 50), 4),
             "audio_p50_s": round(percentile(audio, 50), 2),
         }
@@ -174,7 +197,7 @@ def measure_intake(runs: int) -> dict[str, Any]:
 
 def measure(bench: Bench, plan: VoicePlan) -> dict[str, Any]:
     log.info("speaker encoder loaded in %.1f s", bench.encoder_load_s)
-    references = {s.name: bench.reference(s) for s in plan.speakers}
+    references = bench.references(plan)
     embeddings = {name: bench.embed(pcm) for name, pcm in references.items()}
 
     log.info("speaker analysis of %d references", len(references))
@@ -200,7 +223,10 @@ def measure(bench: Bench, plan: VoicePlan) -> dict[str, Any]:
             "analysis_n": len(analysis_s),
             "sample_embedding_p50_s": round(percentile(embedding_s, 50), 4),
             "encoder_load_s": round(bench.encoder_load_s, 2),
-            "reference_s": round(next(iter(references.values())).duration_s, 2),
+            "reference_s_range": [
+                round(min(r.duration_s for r in references.values()), 1),
+                round(max(r.duration_s for r in references.values()), 1),
+            ],
         },
         "similarity": similarity,
     }
@@ -209,36 +235,56 @@ def measure(bench: Bench, plan: VoicePlan) -> dict[str, Any]:
 def measure_similarity(
     bench: Bench, plan: VoicePlan, embeddings: dict[str, np.ndarray], profiles: dict[str, bytes]
 ) -> dict[str, Any]:
-    """Per speaker, mean over sentences: plain and adapted output vs its reference, and adapted output vs
-    the next speaker's reference (adaptation should move toward this speaker, not toward anyone)."""
+    """Per speaker, mean over sentences: plain and adapted output vs its reference; adapted output vs
+    every other speaker's reference (adaptation should move toward this speaker, not toward anyone),
+    the closest of them and the margin; and the loudness contour of the adapted output against the
+    same variant and pitch without the frame pool (intelligibility: syllables and pauses kept)."""
     texts = SENTENCES[-plan.similarity_sentences :]
     plain = [bench.embed(bench.say(text)) for text in texts]
-    names = list(embeddings)
     rows = []
-    for i, name in enumerate(names):
-        other = names[(i + 1) % len(names)]
-        adapted = [bench.embed(bench.say(text, profiles[name])) for text in texts]
+    for name in embeddings:
         chosen = SpeakerProfile.from_bytes(
             profiles[name], bench.engine.profile_version, variants=candidate_names()
         )
+        spoken = [bench.say(text, profiles[name]) for text in texts]
+        adapted = [bench.embed(pcm) for pcm in spoken]
+        others = {other: _mean_cosine(adapted, e) for other, e in embeddings.items() if other != name}
+        closest = max(others, key=others.__getitem__)
+        unconverted = bench.unconverted(chosen.variant, profiles[name])
+        loudness = [
+            loudness_correlation(pcm, bench.say(text, unconverted))
+            for pcm, text in zip(spoken, texts, strict=True)
+        ]
         rows.append(
             {
                 "speaker": name,
                 "variant": chosen.variant.removeprefix("voicerelay-"),
-                "alpha": chosen.alpha,
+                "pool_frames": 0 if chosen.frames is None else len(chosen.frames.pool),
                 "plain": _mean_cosine(plain, embeddings[name]),
                 "adapted": _mean_cosine(adapted, embeddings[name]),
-                "other_speaker": other,
-                "adapted_vs_other": _mean_cosine(adapted, embeddings[other]),
+                "other_speaker": closest,
+                "adapted_vs_other": others[closest],
+                "loudness_corr": round(float(np.mean(loudness)), 3),
             }
         )
     for row in rows:
         row["gain"] = round(row["adapted"] - row["plain"], 3)
+        row["margin"] = round(row["adapted"] - row["adapted_vs_other"], 3)
     means = {
         f"mean_{key}": round(float(np.mean([row[key] for row in rows])), 3)
-        for key in ("plain", "adapted", "adapted_vs_other")
+        for key in ("plain", "adapted", "adapted_vs_other", "loudness_corr")
     }
-    return {"sentences": len(texts), "rows": rows, **means}
+    return {"sentences": len(texts), "rows": rows, "min_margin": min(row["margin"] for row in rows), **means}
+
+
+def loudness_correlation(a: Pcm, b: Pcm, frame_s: float = 0.01) -> float:
+    """Correlation of two renderings' loudness (dB per 10 ms frame) over their common length."""
+    frame = int(frame_s * a.sample_rate_hz)
+    n = min(len(a.samples), len(b.samples)) // frame * frame
+    levels = [
+        10 * np.log10(np.mean(pcm.samples[:n].reshape(-1, frame) ** 2, axis=1) + 1e-10) for pcm in (a, b)
+    ]
+    return float(np.corrcoef(*levels)[0, 1])
 
 
 def _mean_cosine(outputs: Sequence[np.ndarray], reference: np.ndarray) -> float:
@@ -255,9 +301,9 @@ def render(results: dict[str, Any]) -> str:
     ]
     out.append(
         table(
-            ["profile", "n", "RTF p50", "RTF p99", "synthesis ms p50", "audio s p50"],
+            ["profile", "n", "RTF p50", "RTF p99", "CPU RTF p50", "synthesis ms p50", "audio s p50"],
             [
-                [name, str(r["n"]), f"{r['rtf_p50']:.4f}", f"{r['rtf_p99']:.4f}",
+                [name, str(r["n"]), f"{r['rtf_p50']:.4f}", f"{r['rtf_p99']:.4f}", f"{r['cpu_rtf_p50']:.4f}",
                  f"{r['synthesis_p50_s'] * 1000:.1f}", f"{r['audio_p50_s']:.2f}"]
                 for name, r in synthesis.items()
             ],
@@ -275,7 +321,8 @@ def render(results: dict[str, Any]) -> str:
         ("sample embedding for the similarity signal, p50", new_voice["sample_embedding_p50_s"]),
         ("speaker encoder load (once per worker process)", new_voice["encoder_load_s"]),
     ]
-    out.append(f"\ncost of a new voice ({new_voice['reference_s']:.1f} s references), ms")
+    shortest, longest = new_voice["reference_s_range"]
+    out.append(f"\ncost of a new voice (references of {shortest:.1f}–{longest:.1f} s), ms")
     out.append(table(["step", "ms"], [[step, "-" if s is None else f"{s * 1000:.1f}"] for step, s in costs]))
     s = results["similarity"]
     out.append(
@@ -283,14 +330,18 @@ def render(results: dict[str, Any]) -> str:
     )
     out.append(
         table(
-            ["speaker", "variant", "alpha", "plain", "adapted", "gain", "adapted vs other speaker"],
+            ["speaker", "variant", "pool", "plain", "adapted", "gain", "closest other speaker", "margin",
+             "loudness r"],
             [
-                [r["speaker"], r["variant"], f"{r['alpha']:.2f}", f"{r['plain']:.3f}", f"{r['adapted']:.3f}",
-                 f"{r['gain']:+.3f}", f"{r['adapted_vs_other']:.3f} ({r['other_speaker']})"]
+                [r["speaker"], r["variant"], str(r["pool_frames"]), f"{r['plain']:.3f}",
+                 f"{r['adapted']:.3f}", f"{r['gain']:+.3f}",
+                 f"{r['adapted_vs_other']:.3f} ({r['other_speaker']})", f"{r['margin']:+.3f}",
+                 f"{r['loudness_corr']:.2f}"]
                 for r in s["rows"]
             ]
             + [["mean", "", "", f"{s['mean_plain']:.3f}", f"{s['mean_adapted']:.3f}",
-                f"{s['mean_adapted'] - s['mean_plain']:+.3f}", f"{s['mean_adapted_vs_other']:.3f}"]],
+                f"{s['mean_adapted'] - s['mean_plain']:+.3f}", f"{s['mean_adapted_vs_other']:.3f}",
+                f"min {s['min_margin']:+.3f}", f"{s['mean_loudness_corr']:.2f}"]],
         )
     )  # fmt: skip
     return "\n".join(out)

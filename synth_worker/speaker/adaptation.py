@@ -1,10 +1,10 @@
 """Moving synthetic speech toward a speaker with the WORLD vocoder (pyworld).
 
 Two things set a voice apart that WORLD can change cheaply: pitch (the log-F0 mean and spread,
-mapped linearly in the log domain) and vocal-tract length (the spectral envelope stretched along
-frequency by a factor α: above 1 moves formants up, as a shorter tract does). A `SpeakerProfile`
-holds what was measured once per voice; `adapt` applies it to every rendering of that voice.
-Blocking throughout: call from an executor.
+mapped linearly in the log domain) and the spectral envelope (formants, tilt, colour), which is
+rebuilt frame by frame from the speaker's own nearest frames (synth_worker.speaker.frame_pool). A
+`SpeakerProfile` holds what was measured once per voice; `adapt` applies it to every rendering of
+that voice. Blocking throughout: call from an executor.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,12 +20,8 @@ import pyworld
 
 from common.audio import Pcm
 from synth_worker.engines.errors import ProfileRejected
+from synth_worker.speaker.frame_pool import FrameConversion
 
-ALPHA_MIN, ALPHA_MAX = 0.8, 1.4  # beyond these the warp sounds broken before it sounds like anyone
-# fit_alpha's search: similarity moves by up to 0.03 per 0.05 of α near the best, so a 0.1 grid
-# is refined once around its winner (9 tries instead of 13 for a 0.05 grid).
-_ALPHA_COARSE = (0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4)
-_ALPHA_FINE_STEP = 0.05
 _FRAME_PERIOD_MS = 5.0
 _F0_FLOOR_HZ, _F0_CEIL_HZ = 50.0, 800.0  # espeak's lowest male variants sit near 70 Hz
 _MIN_VOICED_FRAMES = 20  # 0.1 s of voicing: fewer says nothing reliable about a pitch range
@@ -65,49 +61,58 @@ class LogF0Stats:
         return cls(round(float(log_f0.mean()), _DECIMALS), round(float(log_f0.std()), _DECIMALS))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SpeakerProfile:
-    """What the CPU engine measured of one voice: start from `variant`, then map F0 and warp by α."""
+    """What the CPU engine measured of one voice: speak with `variant`, map F0, rebuild the envelope.
+
+    Bytes: one line of compact JSON (the version, the variant, the pitch statistics and the frame
+    pool's header), a newline, then the frame pool's binary body; the same profile always gives
+    the same bytes.
+    """
 
     variant: str  # the espeak voice variant closest to the prompt
-    alpha: float  # spectral-envelope warp factor, ALPHA_MIN..ALPHA_MAX
     source_f0: LogF0Stats | None  # the variant's own pitch, at neutral prosody
     target_f0: LogF0Stats | None  # the prompt's pitch; None: keep the variant's
+    frames: FrameConversion | None = None  # None: keep the variant's envelope (a sample without speech)
 
     def to_bytes(self, version: str) -> bytes:
-        """Compact JSON with `version` inside; the same profile always gives the same bytes."""
-        fields = {
+        header: dict[str, object] = {
             "version": version,
             "variant": self.variant,
-            "alpha": round(self.alpha, _DECIMALS),
             "source_f0": _stats_fields(self.source_f0),
             "target_f0": _stats_fields(self.target_f0),
+            "frames": None,
         }
-        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+        body = b""
+        if self.frames is not None:
+            header["frames"], body = self.frames.to_bytes()
+        return json.dumps(header, sort_keys=True, separators=(",", ":")).encode() + b"\n" + body
 
     @classmethod
     def from_bytes(cls, data: bytes, version: str, *, variants: Sequence[str]) -> SpeakerProfile:
         """Raises ProfileError unless `data` is a profile of `version` naming one of `variants`."""
+        head, _, body = data.partition(b"\n")
         try:
-            fields = json.loads(data)
+            fields = json.loads(head)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ProfileError(f"speaker profile is not JSON: {exc}") from exc
         if not isinstance(fields, dict) or fields.get("version") != version:
             found = fields.get("version") if isinstance(fields, dict) else None
             raise ProfileError(f"speaker profile version {found!r}, expected {version!r}")
         try:
+            frames = fields["frames"]
+            if frames is None and body:
+                raise ValueError("a frame pool body without its header")
             profile = cls(
                 variant=fields["variant"],
-                alpha=float(fields["alpha"]),
                 source_f0=_stats_from(fields["source_f0"]),
                 target_f0=_stats_from(fields["target_f0"]),
+                frames=None if frames is None else FrameConversion.from_parts(frames, body),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProfileError(f"speaker profile is malformed: {exc!r}") from exc
         if profile.variant not in variants:
             raise ProfileError(f"speaker profile names unknown variant {profile.variant!r}")
-        if not ALPHA_MIN <= profile.alpha <= ALPHA_MAX:
-            raise ProfileError(f"speaker profile alpha {profile.alpha} is outside {ALPHA_MIN}..{ALPHA_MAX}")
         return profile
 
 
@@ -162,12 +167,6 @@ class WorldFeatures:
         return Pcm(samples.astype(np.float32), self.sample_rate_hz)
 
 
-def prompt_pitch(prompt: Pcm) -> LogF0Stats | None:
-    """The prompt's pitch, measured as the engine's own speech is (so the mapping compares like with like)."""
-    f0, _ = _track_f0(prompt.samples.astype(np.float64), prompt.sample_rate_hz)
-    return LogF0Stats.of(f0)
-
-
 def _track_f0(samples: np.ndarray, rate_hz: int) -> tuple[np.ndarray, np.ndarray]:
     """F0 per frame and frame times: DIO refined by StoneMask.
 
@@ -194,38 +193,14 @@ def map_f0(f0_hz: np.ndarray, source: LogF0Stats | None, target: LogF0Stats | No
     return mapped
 
 
-def warp_envelope(envelope: np.ndarray, alpha: float) -> np.ndarray:
-    """The envelope stretched along frequency by α: what was at f moves to α·f (clamped at Nyquist)."""
-    if alpha == 1.0:
-        return envelope
-    n_bins = envelope.shape[1]
-    source_bins = np.minimum(np.arange(n_bins) / alpha, n_bins - 1)
-    lower = np.floor(source_bins).astype(np.intp)
-    upper = np.minimum(lower + 1, n_bins - 1)
-    weight = source_bins - lower
-    return envelope[:, lower] * (1.0 - weight) + envelope[:, upper] * weight
+def adapt(features: WorldFeatures, profile: SpeakerProfile, *, gain: float = 1.0) -> Pcm:
+    """The speech of `features` with `profile`'s pitch and the speaker's envelope.
 
-
-def adapt(features: WorldFeatures, profile: SpeakerProfile) -> Pcm:
-    """The speech of `features` with `profile`'s pitch and envelope warp."""
-    f0 = map_f0(features.f0_hz, profile.source_f0, profile.target_f0)
-    return features.synthesize(f0, warp_envelope(features.envelope, profile.alpha))
-
-
-def fit_alpha(
-    reference: WorldFeatures, candidate: Callable[[float], SpeakerProfile], score: Callable[[Pcm], float]
-) -> float:
-    """The α whose adapted reference scores highest: a 0.1 grid, then its winner's neighbours at 0.05.
-
-    Ties go to the α tried first, so the result depends on the scores alone.
+    A rebuilt envelope has the speaker's level, not the source's, so a volume change is applied
+    here: `gain` scales the amplitude of speech rebuilt from a frame pool (and nothing else).
     """
-    scores: dict[float, float] = {}
-
-    def best_of(alphas: Sequence[float]) -> float:
-        for alpha in alphas:
-            if ALPHA_MIN <= alpha <= ALPHA_MAX and alpha not in scores:
-                scores[alpha] = score(adapt(reference, candidate(alpha)))
-        return max(scores, key=scores.__getitem__)
-
-    coarse = best_of(_ALPHA_COARSE)
-    return best_of([round(coarse - _ALPHA_FINE_STEP, 2), round(coarse + _ALPHA_FINE_STEP, 2)])
+    f0 = map_f0(features.f0_hz, profile.source_f0, profile.target_f0)
+    if profile.frames is None:
+        return features.synthesize(f0, features.envelope)
+    envelope = profile.frames.convert(features.envelope, features.f0_hz, features.sample_rate_hz)
+    return features.synthesize(f0, envelope * gain**2)  # a power spectrum: amplitude squared

@@ -28,7 +28,7 @@ from storage.objects import ObjectNotFound, ObjectStore, StorageError
 log = logging.getLogger(__name__)
 
 ProfileSource = Literal["memory", "stored", "computed"]
-DEFAULT_CAPACITY = 512  # profiles kept in memory per process (a few KB each)
+DEFAULT_CAPACITY = 256  # profiles kept in memory per process (espeak: 80-360 KB each, so under 100 MB)
 _NAME_PART_MAX_CHARS = 64
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -53,7 +53,7 @@ class ProfileKey:
     @property
     def object_key(self) -> str:
         # features_prefix validates the owner; the voice id places it where DELETE voice looks.
-        # Quoted, so that each part is one path segment (a version may be "espeak-ng-1.52.0/world-1").
+        # Quoted, so that each part is one path segment (a version may be "espeak-ng-1.52.0/knn-1").
         analysis, version = (urllib.parse.quote(part, safe="-_.") for part in (self.analysis, self.version))
         return (
             f"{features_prefix(self.owner, self.voice_id)}profiles/{analysis}/{version}/{self.audio_sha256}"
