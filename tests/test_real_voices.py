@@ -4,10 +4,11 @@ Two human speakers come from package registries (ops.recordings: a CMU ARCTIC ut
 pysptk, the spoken channel names in Debian's alsa-utils), fetched by the test and never committed;
 two synthetic ones are espeak's m3 and f2 variants (as `ops bench voices` uses them). Every
 sample goes through the gateway's intake as an upload would. The Resemblyzer encoder judges: each
-speaker's output must be closer to their own sample than to anyone else's, by MARGIN. The ARCTIC
-speaker only just is: 3.3 s of English speech after intake, and its output is nearly as close to
-espeak's m3 (0.693) as to its own sample (0.696): docs/VOICES.md says so, and the test holds it to
-"closest" only, so that any change that loses even that shows here.
+speaker's output, averaged over the benchmark's eight sentences, must be closer to their own sample
+than to anyone else's, by MARGIN. The ARCTIC speaker only just is: 3.3 s of English speech after
+intake, and its output is nearly as close to espeak's m3 sample as to its own (margin 0.02 on
+average; one sentence of the eight comes out nearer m3). docs/VOICES.md says so, and the test holds
+it to "closest on average" only, so that any change that loses even that shows here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from test_speaker_adaptation import SPEAKER_TEXT, TASK_TEXT, request
 
 from common.audio import Pcm, decode_audio, encode_audio
+from ops.bench.voices import SENTENCES as BENCH_SENTENCES
 from ops.bench.voices import loudness_correlation
 from ops.recordings import RecordingsUnavailable, real_voices
 from synth_worker.engines.espeak import EspeakEngine
@@ -28,7 +30,7 @@ from wechat_adapter.intake import analyse_sample
 MARGIN = 0.05
 MARGINS = {"arctic": 0.0}  # see above
 SYNTHETIC_VARIANTS = ("m3", "f2")
-SENTENCES = (TASK_TEXT, "图书馆每天早上八点开门，晚上十点关门。")
+SENTENCES = (TASK_TEXT, "图书馆每天早上八点开门，晚上十点关门。")  # for the slower checks
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +62,14 @@ def profiles(engine: EspeakEngine, samples: dict[str, Pcm]) -> dict[str, bytes]:
 
 
 def similarities(
-    engine: EspeakEngine, encoder: SpeakerEncoder, samples: dict[str, Pcm], profile: bytes
+    engine: EspeakEngine,
+    encoder: SpeakerEncoder,
+    samples: dict[str, Pcm],
+    profile: bytes,
+    texts: tuple[str, ...] = SENTENCES,
 ) -> dict[str, float]:
-    """Mean cosine of the outputs for SENTENCES to each speaker's sample."""
-    outputs = [encoder.embed(engine.synthesize(request(text, profile))) for text in SENTENCES]
+    """Mean cosine of the outputs for `texts` to each speaker's sample."""
+    outputs = [encoder.embed(engine.synthesize(request(text, profile))) for text in texts]
     return {
         name: float(np.mean([output @ encoder.embed(sample) for output in outputs]))
         for name, sample in samples.items()
@@ -75,7 +81,7 @@ def test_each_output_is_closest_to_its_own_speaker(
 ) -> None:
     assert {"arctic", "alsa"} <= samples.keys() and len(samples) == 4
     for own, profile in profiles.items():
-        scores = similarities(engine, encoder, samples, profile)
+        scores = similarities(engine, encoder, samples, profile, BENCH_SENTENCES)
         closest_other = max(score for name, score in scores.items() if name != own)
         assert scores[own] > closest_other + MARGINS.get(own, MARGIN), (own, scores)
 
