@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import test_speaker_adaptation
 from test_speaker_adaptation import SPEAKER_TEXT, TASK_TEXT, request
 
 from common.audio import Pcm, decode_audio, encode_audio
@@ -24,7 +25,7 @@ from ops.recordings import RecordingsUnavailable, real_voices
 from synth_worker.engines.espeak import EspeakEngine
 from synth_worker.speaker import variants
 from synth_worker.speaker.adaptation import SpeakerProfile
-from synth_worker.speaker.embedding import SpeakerEncoder, shared_encoder
+from synth_worker.speaker.embedding import SpeakerEncoder
 from wechat_adapter.intake import analyse_sample
 
 MARGIN = 0.05
@@ -33,14 +34,8 @@ SYNTHETIC_VARIANTS = ("m3", "f2")
 SENTENCES = (TASK_TEXT, "图书馆每天早上八点开门，晚上十点关门。")  # for the slower checks
 
 
-@pytest.fixture(scope="module")
-def engine() -> EspeakEngine:
-    return EspeakEngine()
-
-
-@pytest.fixture(scope="module")
-def encoder() -> SpeakerEncoder:
-    return shared_encoder()
+# The same module-scoped fixtures as the synthetic speakers' tests (one engine and encoder here too).
+engine, encoder = test_speaker_adaptation.engine, test_speaker_adaptation.encoder
 
 
 @pytest.fixture(scope="module")

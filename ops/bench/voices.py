@@ -125,8 +125,9 @@ class Bench:
     def reference(self, speaker: SyntheticSpeaker) -> Pcm:
         """REFERENCE_TEXT in the speaker's voice.
 
-        Rendered through the engine with a neutral profile of the variant (α 1, no pitch mapping): WORLD
-        analysis and resynthesis only, which alone moves similarity to the plain rendering by about 0.01.
+        Rendered through the engine with a neutral profile of the variant (no pitch mapping, no frame
+        pool): WORLD analysis and resynthesis only, which alone moves similarity to the plain rendering
+        by about 0.01.
         """
         spoken = self.say(REFERENCE_TEXT, self.unconverted(speaker.variant))
         if speaker.semitones == 0:

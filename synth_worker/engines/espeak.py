@@ -178,9 +178,7 @@ class EspeakEngine:
         variant = self._catalogue.closest(self._encoder().embed(prompt))
         reference = WorldFeatures.analyse(self._render_reference(variant))
         speaker = WorldFeatures.analyse(Pcm(resample(prompt, self.sample_rate_hz), self.sample_rate_hz))
-        frames = FrameConversion.fit(
-            reference.envelope, reference.f0_hz, speaker.envelope, speaker.f0_hz, self.sample_rate_hz
-        )
+        frames = FrameConversion.fit(reference.envelope, speaker.envelope, speaker.f0_hz, self.sample_rate_hz)
         source_f0, target_f0 = LogF0Stats.of(reference.f0_hz), LogF0Stats.of(speaker.f0_hz)
         profile = SpeakerProfile(variant, source_f0, target_f0, frames)
         pool = "no frame pool" if frames is None else f"{len(frames.pool)} frames"

@@ -85,7 +85,7 @@ class SpeakerProfile:
         }
         body = b""
         if self.frames is not None:
-            header["frames"], body = self.frames.to_bytes()
+            header["frames"], body = self.frames.to_parts()
         return json.dumps(header, sort_keys=True, separators=(",", ":")).encode() + b"\n" + body
 
     @classmethod

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pyworld
@@ -80,11 +81,10 @@ class FrameConversion:
 
     @classmethod
     def fit(
-        cls, source_envelope: np.ndarray, source_f0_hz: np.ndarray, envelope: np.ndarray, f0_hz: np.ndarray,
-        rate_hz: int,
-    ) -> FrameConversion | None:  # fmt: skip
-        """From the source voice's reference speech and the speaker's sample (WORLD envelopes and F0
-        at the same rate); None when the sample holds too little speech to convert toward."""
+        cls, source_envelope: np.ndarray, envelope: np.ndarray, f0_hz: np.ndarray, rate_hz: int
+    ) -> FrameConversion | None:
+        """From the source voice's reference speech (its WORLD envelope) and the speaker's sample (WORLD
+        envelope and F0, at the same rate); None when the sample holds too little voice to convert toward."""
         source = _coded(source_envelope, rate_hz)
         source_speech = _speech_frames(source)
         coded = _coded(envelope, rate_hz)
@@ -99,8 +99,7 @@ class FrameConversion:
         """The envelope (WORLD power spectrum per frame) of speech in the source voice, rebuilt from the
         speaker's nearest frames; same shape as `envelope`."""
         coded = _coded(envelope, rate_hz)
-        pool = self.pool.astype(np.float64)
-        keys = FrameStats.of(pool).normalise(pool)
+        pool, keys = self._pool_and_keys
         queries = self.source.normalise(coded)
         distances = (
             np.sum(queries**2, axis=1)[:, None] + np.sum(keys**2, axis=1)[None, :] - 2.0 * queries @ keys.T
@@ -113,7 +112,14 @@ class FrameConversion:
         fft_size = pyworld.get_cheaptrick_fft_size(rate_hz)
         return pyworld.decode_spectral_envelope(np.ascontiguousarray(converted), rate_hz, fft_size)
 
-    def to_bytes(self) -> tuple[dict[str, object], bytes]:
+    @cached_property
+    def _pool_and_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pool as float64, and its frames normalised by the speaker's own statistics (what queries
+        are compared with): computed once per parsed profile, not once per streamed piece."""
+        pool = self.pool.astype(np.float64)
+        return pool, FrameStats.of(pool).normalise(pool)
+
+    def to_parts(self) -> tuple[dict[str, object], bytes]:
         """The header fields and the binary body that `from_parts` reads back."""
         header = {"frames": len(self.pool), "dims": CODED_DIMS, "source": self.source.to_fields()}
         body = self.pool.astype("<f2").tobytes() + np.packbits(self.pool_voiced).tobytes()
@@ -121,7 +127,7 @@ class FrameConversion:
 
     @classmethod
     def from_parts(cls, header: object, body: bytes) -> FrameConversion:
-        """Raises ValueError unless `header` and `body` are what to_bytes wrote."""
+        """Raises ValueError unless `header` and `body` are what to_parts wrote."""
         if not isinstance(header, dict) or header.get("dims") != CODED_DIMS:
             raise ValueError(f"frame pool header {header!r} is not of {CODED_DIMS} dimensions")
         frames = header.get("frames")
