@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -21,11 +24,14 @@ __all__ = [
     "CONTENT_TYPES",
     "AudioDecodeError",
     "AudioError",
-    "Mp3Stream",
+    "Mp3Encoder",
+    "Mp3Run",
     "Pcm",
     "decode_audio",
     "encode_audio",
+    "encode_mp3_run",
     "full_scale_fraction",
+    "mux_mp3",
     "normalise_loudness",
     "read_metadata",
     "resample",
@@ -68,6 +74,9 @@ MIN_SAMPLE_RATE_HZ = 8_000  # the lowest rate WeChat's RecorderManager records a
 MAX_SAMPLE_RATE_HZ = 192_000
 _DURATION_MARGIN_S = 0.5  # recorders overshoot a requested length by a few frames
 _BIT_RATE_BPS = 64_000  # mono speech: transparent for AAC-LC, plenty for MP3
+# Samples per MP3 (layer III) frame: 576 below 32 kHz (MPEG-2 and 2.5), 1152 from 32 kHz (MPEG-1).
+_MP3_FRAME_SAMPLES = (576, 1152)
+_MPEG1_MIN_RATE_HZ = 32_000
 _SAMPLE_WAV_RATE_HZ = 16_000
 _SAMPLE_WAV_PEAK_DBFS = -1.0
 _SILENCE_FLOOR_DBFS = -120.0  # below 16-bit quantisation noise; keeps rms_dbfs finite
@@ -256,40 +265,145 @@ def _mux(pcm: Pcm, encoding: _Encoding, tags: dict[str, str], path: str) -> None
             out.mux(packet)
 
 
-class Mp3Stream:
-    """MP3 frames of audio that arrives in pieces, for a client that plays while it downloads.
+class Mp3Encoder:
+    """LAME over audio that arrives in pieces: the MP3 frames (one packet each) ready so far.
 
-    One encoder for the whole stream, so the frames join without gaps or clicks at the pieces' seams;
-    `encode` returns the frames ready so far (the encoder keeps up to a frame back), `finish` the rest.
-    Blocking (CPU): call it off the event loop.
+    One encoder for the whole run, so the frames join without gaps or clicks at the pieces' seams;
+    `encode` returns the frames ready (the encoder keeps up to a frame back), `finish` the rest. Once
+    finished, `run(frames)` describes them for `mux_mp3`: a file can then be made of several runs (the
+    speech as it came, a tail encoded once). Blocking (CPU): call it off the event loop.
     """
 
     def __init__(self, sample_rate_hz: int) -> None:
-        codec = av.Codec(_ENCODINGS["mp3"].codec, "w")
-        if _supported_rate_hz(sample_rate_hz, codec.audio_rates) != sample_rate_hz:
+        if not self.carries(sample_rate_hz):
             raise ValueError(f"MP3 cannot carry {sample_rate_hz} Hz")
+        codec = av.Codec(_ENCODINGS["mp3"].codec, "w")
         self.sample_rate_hz = sample_rate_hz
         self._context = av.CodecContext.create(codec.name, "w")
         self._context.sample_rate = sample_rate_hz
         self._context.layout = "mono"
         self._context.format = "fltp"
         self._context.bit_rate = _BIT_RATE_BPS
+        self._context.flags |= av.codec.context.Flags.bitexact  # as `encode_audio`: same in, same out
         self._pts = 0
+        # FFmpeg's encoder tells its priming on the first packet and its padding on the last
+        # (AV_PKT_DATA_SKIP_SAMPLES); the MP3 muxer writes both into the file's LAME tag.
+        self._priming: av.packet.PacketSideData | None = None
+        self._padding: av.packet.PacketSideData | None = None
 
-    def encode(self, pcm: Pcm) -> bytes:
+    @staticmethod
+    def carries(sample_rate_hz: int) -> bool:
+        """Whether MP3 has `sample_rate_hz` (8 to 48 kHz, the usual rates)."""
+        rates = av.Codec(_ENCODINGS["mp3"].codec, "w").audio_rates
+        return _supported_rate_hz(sample_rate_hz, rates) == sample_rate_hz
+
+    def encode(self, pcm: Pcm) -> list[bytes]:
         if pcm.sample_rate_hz != self.sample_rate_hz:
             raise ValueError(f"a {pcm.sample_rate_hz} Hz piece in a {self.sample_rate_hz} Hz stream")
         if pcm.samples.size == 0:
-            return b""
+            return []
         frame = av.AudioFrame.from_ndarray(
             np.ascontiguousarray(pcm.samples, dtype=np.float32).reshape(1, -1), format="flt", layout="mono"
         )
         frame.sample_rate, frame.pts = self.sample_rate_hz, self._pts
         self._pts += pcm.samples.size
-        return b"".join(bytes(packet) for packet in self._context.encode(frame))
+        return self._frames(self._context.encode(frame))
 
-    def finish(self) -> bytes:
-        return b"".join(bytes(packet) for packet in self._context.encode(None))
+    def finish(self) -> list[bytes]:
+        return self._frames(self._context.encode(None))
+
+    def run(self, frames: Sequence[bytes]) -> Mp3Run:
+        """`frames`, every frame this finished encoder made, with its priming and padding."""
+        if self._priming is None or self._padding is None:
+            raise AudioError("the MP3 encoder has not finished, or did not say its priming and padding")
+        return Mp3Run(tuple(frames), self.sample_rate_hz, self._priming, self._padding)
+
+    def _frames(self, packets: list[av.Packet]) -> list[bytes]:
+        for packet in packets:
+            skip = packet.get_sidedata("skip_samples")
+            if skip:
+                if self._priming is None:
+                    self._priming = skip
+                else:
+                    self._padding = skip
+        return [bytes(packet) for packet in packets]
+
+
+@dataclass(frozen=True, eq=False)
+class Mp3Run:
+    """The MP3 frames of one encoder run, and the silence the encoder put around its audio.
+
+    A decoder plays `priming_samples` before the audio and `padding_samples` after it, unless a LAME
+    tag tells it to drop them: a file made of runs (`mux_mp3`) drops the first run's priming and the
+    last one's padding, and plays the others' at the joins, where they are near silence.
+    """
+
+    frames: tuple[bytes, ...] = field(repr=False)
+    sample_rate_hz: int
+    priming: av.packet.PacketSideData = field(repr=False)
+    padding: av.packet.PacketSideData = field(repr=False)
+
+    @property
+    def priming_samples(self) -> int:
+        return _skip_samples(self.priming)[0]
+
+    @property
+    def padding_samples(self) -> int:
+        return _skip_samples(self.padding)[1]
+
+
+def _skip_samples(side_data: av.packet.PacketSideData) -> tuple[int, int]:
+    # AV_PKT_DATA_SKIP_SAMPLES: u32le samples to skip at the start, u32le at the end, two reason bytes.
+    start, end = struct.unpack_from("<II", bytes(memoryview(side_data)))
+    return start, end
+
+
+def encode_mp3_run(pcm: Pcm) -> Mp3Run:
+    """`pcm` as one finished MP3 run (blocking)."""
+    encoder = Mp3Encoder(pcm.sample_rate_hz)
+    return encoder.run([*encoder.encode(pcm), *encoder.finish()])
+
+
+def mux_mp3(runs: Sequence[Mp3Run], *, metadata: dict[str, str] | None = None) -> bytes:
+    """One MP3 file of `runs` in order, with `metadata` as ID3 tags (blocking).
+
+    FFmpeg's muxer writes the Info (Xing) and LAME tags, so players know the frame count, where to
+    seek, and that the first run's priming and the last run's padding are not audio. The frames are
+    copied, not re-encoded: a run encoded once (the AIGC label's tail) joins any number of files.
+    """
+    if not runs or not any(run.frames for run in runs):
+        raise ValueError("cannot mux an MP3 file without frames")
+    rate_hz = runs[0].sample_rate_hz
+    if any(run.sample_rate_hz != rate_hz for run in runs):
+        raise ValueError("the runs of one MP3 file must share a sample rate")
+    encoding = _ENCODINGS["mp3"]
+    frames = [frame for run in runs for frame in run.frames]
+    time_base = Fraction(1, rate_hz)
+    out_buffer = io.BytesIO()
+    try:
+        with av.open(
+            out_buffer, "w", format=encoding.container, container_options=encoding.container_options
+        ) as out:
+            out.metadata.update(metadata or {})
+            stream = out.add_stream(encoding.codec, rate=rate_hz, layout="mono")
+            stream.bit_rate = encoding.bit_rate_bps
+            stream.codec_context.flags |= av.codec.context.Flags.bitexact
+            pts = -runs[0].priming_samples
+            for index, data in enumerate(frames):
+                packet = av.Packet(data)
+                packet.pts = packet.dts = pts
+                packet.duration = _MP3_FRAME_SAMPLES[rate_hz >= _MPEG1_MIN_RATE_HZ]
+                packet.time_base = time_base
+                packet.stream = stream
+                if index == 0:
+                    packet.set_sidedata(runs[0].priming)
+                if index == len(frames) - 1:
+                    packet.set_sidedata(runs[-1].padding)
+                pts += packet.duration
+                out.mux(packet)
+    except av.FFmpegError as exc:
+        raise AudioError(f"muxing MP3 failed: {exc}") from exc
+    return out_buffer.getvalue()
 
 
 def _supported_rate_hz(rate_hz: int, supported: tuple[int, ...] | None) -> int:

@@ -35,7 +35,7 @@ import nats.errors
 import numpy as np
 from nats.aio.msg import Msg
 
-from common.audio import CONTENT_TYPES, AudioError, Pcm, decode_audio, encode_audio
+from common.audio import CONTENT_TYPES, AudioError, Pcm, decode_audio
 from common.logs import log_context
 from common.owners import owned_key
 from common.vocabulary import AIGC_LABELS
@@ -55,8 +55,8 @@ from storage.objects import ObjectNotFound, ObjectStore, StorageError
 from synth_worker.engines.base import Engine, SynthesisRequest, adapts_to_speaker, forgets_voices
 from synth_worker.engines.errors import EngineInputError, ProfileRejected
 from synth_worker.idle import DropReason, IdleItem, IdleQueue
-from synth_worker.labels import implicit_metadata, label_tail
 from synth_worker.metrics import WorkerMetrics
+from synth_worker.output_file import FileEncoding, OutputFile
 from synth_worker.prompts import PromptCache, PromptKey, is_sha256
 from synth_worker.speaker.embedding import SpeakerEncoder, cosine
 from synth_worker.speaker.profiles import Profile, ProfileCache, ProfileKey, ProfileSource
@@ -129,26 +129,15 @@ def render(
     aigc_label: str = AIGC_LABELS[0],
     aigc_producer: str = "VoiceRelay",
 ) -> Rendered:
-    """Label and encode the engine's speech (blocking: runs in the engine's executor).
+    """Label and encode the engine's speech, all at once (blocking): the file a job makes of it.
 
     China's labelling rules (synth_worker/labels.py): the audible label `aigc_label` follows the
     speech (the stream sends the same tail), and the implicit one (GB 45438-2025 Annex E, the task id
     as ProduceID) goes into the file's metadata.
     """
-    tail = label_tail(speech, aigc_label)
-    audio, duration_s = encode_labelled(speech, tail, audio_format, task_id, aigc_producer)
-    return Rendered(audio, duration_s, synthesis_s, speech, aigc_label, tail)
-
-
-def encode_labelled(
-    speech: Pcm, tail: Pcm | None, audio_format: str, task_id: str, aigc_producer: str
-) -> tuple[bytes, float]:
-    """The file of `speech` followed by `tail` (`label_tail`'s), and its duration (blocking)."""
-    labelled = (
-        speech if tail is None else Pcm(np.concatenate([speech.samples, tail.samples]), speech.sample_rate_hz)
-    )
-    audio = encode_audio(labelled, audio_format, metadata=implicit_metadata(aigc_producer, task_id))
-    return audio, labelled.duration_s
+    output = OutputFile(audio_format, aigc_label, task_id=task_id, producer=aigc_producer)
+    made = output.finish(speech)
+    return Rendered(made.audio, made.duration_s, synthesis_s, speech, aigc_label, made.tail)
 
 
 def retry_delay_s(num_delivered: int) -> float:
@@ -247,6 +236,7 @@ class JobRunner:
         engine: Engine,
         executor: Executor,
         metrics: WorkerMetrics,
+        encode_executor: Executor | None = None,
         heartbeat_s: float | None = None,
         speaker_encoder: SpeakerEncoder | None = None,
         profiles: ProfileCache | None = None,
@@ -255,7 +245,9 @@ class JobRunner:
         aigc_producer: str = "VoiceRelay",
         similarity_settle_s: float = SIMILARITY_SETTLE_S,
     ) -> None:
-        """`speaker_encoder` None: no speaker similarity. `profiles` None: a cache of this runner's
+        """`encode_executor`: where the file is encoded while the engine speaks (one thread of its
+        own; None: the engine's `executor`, so the encoding waits for the engine's last piece).
+        `speaker_encoder` None: no speaker similarity. `profiles` None: a cache of this runner's
         own (per-voice analyses of adaptive engines and of the encoder); `prompts` likewise (decoded
         samples). `aigc_label`, `aigc_producer`: AIGC_EXPLICIT_LABEL and AIGC_PRODUCER
         (synth_worker/labels.py). `similarity_settle_s`: how long the worker must have been idle
@@ -268,6 +260,7 @@ class JobRunner:
         self._aigc_label, self._aigc_producer = aigc_label, aigc_producer
         self._bus, self._state, self._store = bus, state, store
         self._engine, self._executor, self._metrics = engine, executor, metrics
+        self._encode_executor = executor if encode_executor is None else encode_executor
         self._adaptive = adapts_to_speaker(engine)
         self._forgets = forgets_voices(engine)
         self._encoder = speaker_encoder
@@ -526,7 +519,7 @@ class JobRunner:
             with clock.stage("profile"):
                 profile = await self._speaker_profile(voice)
         try:
-            spoken = await self._stream(request, profile, chunks, clock)
+            rendered, voice_alive = await self._speak_into_file(task, request, profile, chunks, clock)
         except ProfileRejected as exc:
             if profile is None or profile.source == "computed":
                 raise  # the engine refuses its own fresh analysis: a poison job
@@ -536,60 +529,72 @@ class JobRunner:
             )
             await self._profiles.discard(self._profile_key(voice))
             profile = await self._speaker_profile(voice)
-            spoken = await self._stream(request, profile, chunks, clock)
-        # Everything the job keeps of the voice is stored by now: check its record while encoding.
-        checking = asyncio.create_task(self._erase_if_deleted(task.owner, task.voice_id), name="voice-check")
-        try:
-            rendered = await self._label_and_encode(task, spoken, chunks, clock)
-        except BaseException:
-            checking.cancel()  # a failed job checks again (`_synthesise`)
-            raise
-        voice_alive = await checking
+            rendered, voice_alive = await self._speak_into_file(task, request, profile, chunks, clock)
         return dataclasses.replace(
             rendered, speaker_profile=None if profile is None else profile.source
         ), voice_alive
 
+    async def _speak_into_file(
+        self,
+        task: TaskRecord,
+        request: SynthesisRequest,
+        profile: Profile | None,
+        chunks: AudioPublisher,
+        clock: JobClock,
+    ) -> tuple[Rendered, bool]:
+        """The engine's speech, published as it comes and encoded into the task's file meanwhile
+        (synth_worker/output_file.py), then labelled; and whether the voice's record was still there."""
+        output = OutputFile(task.format, self._aigc_label, task_id=task.task_id, producer=self._aigc_producer)
+        async with FileEncoding(output, self._encode_executor) as file:
+            spoken = await self._stream(request, profile, chunks, clock, file)
+            # Everything the job keeps of the voice is stored by now: check its record while encoding.
+            checking = asyncio.create_task(
+                self._erase_if_deleted(task.owner, task.voice_id), name="voice-check"
+            )
+            try:
+                rendered = await self._label_and_encode(spoken, chunks, clock, file)
+            except BaseException:
+                checking.cancel()  # a failed job checks again (`_synthesise`)
+                raise
+            return rendered, await checking
+
     async def _stream(
-        self, request: SynthesisRequest, profile: Profile | None, chunks: AudioPublisher, clock: JobClock
+        self,
+        request: SynthesisRequest,
+        profile: Profile | None,
+        chunks: AudioPublisher,
+        clock: JobClock,
+        file: FileEncoding,
     ) -> Spoken:
-        """Synthesise as a stream, each piece published on `chunks` as it comes (events/audio.py)."""
+        """Synthesise as a stream, each piece published on `chunks` (events/audio.py) and handed to
+        the file's encoder as it comes."""
         with_profile = dataclasses.replace(request, speaker_profile=None if profile is None else profile.data)
 
         async def publish(piece: Pcm) -> None:
+            file.add(piece)
             await chunks.publish(piece)
             clock.mark("first_audio")
 
         return await stream_speech(self._engine, with_profile, self._executor, publish)
 
     async def _label_and_encode(
-        self, task: TaskRecord, spoken: Spoken, chunks: AudioPublisher, clock: JobClock
+        self, spoken: Spoken, chunks: AudioPublisher, clock: JobClock, file: FileEncoding
     ) -> Rendered:
-        """The label's tail after the speech, for listeners (published while the file is encoded)
-        and in the file: a client streaming the task hears what the stored file holds. The end
-        marker follows once the task has succeeded (`_run`)."""
-        loop = asyncio.get_running_loop()
+        """The file finished, and the label's tail published for listeners: a client streaming the
+        task hears what the stored file holds. The end marker follows once the task has succeeded
+        (`_run`)."""
         speech = spoken.speech
         with clock.stage("encode"):
-            tail = await loop.run_in_executor(self._executor, label_tail, speech, self._aigc_label)
-            encoding = loop.run_in_executor(
-                self._executor,
-                encode_labelled,
-                speech,
-                tail,
-                task.format,
-                task.task_id,
-                self._aigc_producer,
-            )
-            if tail is not None:
-                await asyncio.gather(encoding, chunks.publish(tail))
-            audio, duration_s = await encoding
+            made = await file.finish(speech)
+            if made.tail is not None:
+                await chunks.publish(made.tail)
         return Rendered(
-            audio,
-            duration_s,
+            made.audio,
+            made.duration_s,
             spoken.synthesis_s,
             speech,
             self._aigc_label,
-            tail,
+            made.tail,
             first_audio_s=spoken.first_piece_s,
         )
 

@@ -53,6 +53,7 @@ _FRAME_S = 0.02
 _ACTIVE_RANGE_DB = 30.0  # frames within this of the loudest count as sound, the rest as pauses
 _LABEL_MIN_DBFS, _LABEL_MAX_DBFS = -30.0, -12.0
 _PEAK_CEILING = 10 ** (-1.0 / 20)  # -1 dBFS
+GAIN_STEP_DB = 0.25
 
 
 def annex_e_label(producer: str, produce_id: str) -> str:
@@ -181,24 +182,56 @@ def explicit_label(kind: str) -> Pcm | None:
 def match_loudness(label: Pcm, speech: Pcm) -> Pcm:
     """`label` at `speech`'s sample rate, with one gain that gives it the speech's active RMS
     (kept between -30 and -12 dBFS, so that it is heard after quiet speech and never clips)."""
-    samples = resample(label, speech.sample_rate_hz)
-    resampled = Pcm(samples, speech.sample_rate_hz)
+    at_rate = Pcm(resample(label, speech.sample_rate_hz), speech.sample_rate_hz)
+    return scaled(at_rate, label_gain_db(at_rate, speech))
+
+
+def label_gain_db(label: Pcm, speech: Pcm) -> float:
+    """The gain that matches `label` (at `speech`'s rate) to `speech` (`match_loudness`), rounded
+    down to GAIN_STEP_DB: a step is inaudible, and the few gains in use let a worker encode each
+    label's tail once (synth_worker/output_file.py)."""
     target = min(_LABEL_MAX_DBFS, max(_LABEL_MIN_DBFS, active_rms_dbfs(speech)))
-    gain = 10 ** ((target - active_rms_dbfs(resampled)) / 20)
-    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
-    if peak * gain > _PEAK_CEILING:
-        gain = _PEAK_CEILING / peak
-    return Pcm((samples * np.float32(gain)).astype(np.float32, copy=False), speech.sample_rate_hz)
+    gain_db = target - active_rms_dbfs(label)
+    peak = float(np.max(np.abs(label.samples))) if label.samples.size else 0.0
+    if peak > 0:
+        gain_db = min(gain_db, 20 * math.log10(_PEAK_CEILING / peak))
+    return math.floor(gain_db / GAIN_STEP_DB) * GAIN_STEP_DB
 
 
-def label_tail(speech: Pcm, kind: str) -> Pcm | None:
-    """What follows `speech` when the label goes at the end: GAP_S of silence, then the audible label
-    of `kind` matched to the speech's loudness. None for `none`. A stream sends it after the speech."""
-    label = explicit_label(kind)
+def scaled(label: Pcm, gain_db: float) -> Pcm:
+    gain = np.float32(10 ** (gain_db / 20))
+    return Pcm((label.samples * gain).astype(np.float32, copy=False), label.sample_rate_hz)
+
+
+def label_tail(speech: Pcm, kind: str, *, pause_samples: int | None = None) -> Pcm | None:
+    """What follows `speech` when the label goes at the end: a pause (GAP_S unless `pause_samples`
+    says otherwise), then the audible label of `kind` matched to the speech's loudness. None for
+    `none`. A stream sends it after the speech."""
+    label = explicit_label_at(kind, speech.sample_rate_hz)
     if label is None:
         return None
-    parts = [_gap(speech), match_loudness(label, speech).samples]
-    return Pcm(np.concatenate(parts), speech.sample_rate_hz)
+    pause = np.zeros(
+        round(GAP_S * speech.sample_rate_hz) if pause_samples is None else pause_samples, np.float32
+    )
+    return Pcm(
+        np.concatenate([pause, scaled(label, label_gain_db(label, speech)).samples]), speech.sample_rate_hz
+    )
+
+
+_at_rate_lock = threading.Lock()
+_at_rate: dict[tuple[str, int], Pcm] = {}  # (kind, rate) -> the label resampled, made on first use
+
+
+def explicit_label_at(kind: str, rate_hz: int) -> Pcm | None:
+    """`explicit_label(kind)` at `rate_hz`, resampled once per process and rate; None for `none`."""
+    label = explicit_label(kind)
+    if label is None or label.sample_rate_hz == rate_hz:
+        return label
+    with _at_rate_lock:
+        cached = _at_rate.get((kind, rate_hz))
+        if cached is None:
+            cached = _at_rate[(kind, rate_hz)] = Pcm(resample(label, rate_hz), rate_hz)
+        return cached
 
 
 def with_explicit_label(speech: Pcm, kind: str, *, placement: str = PLACEMENT) -> Pcm:

@@ -100,6 +100,11 @@ async def run_worker(
         # One engine per process and one job at a time: models are not safe to share across threads.
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         resources.push_async_callback(shutdown_executor, executor)
+        # The task's file is encoded on a thread of its own while the engine speaks
+        # (synth_worker/output_file.py): one, so a job's pieces are encoded in order and jobs never
+        # compete for it (one job at a time).
+        encode_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
+        resources.push_async_callback(shutdown_executor, encode_executor)
         loop = asyncio.get_running_loop()
         if engine is None:
             engine = await loop.run_in_executor(
@@ -137,6 +142,7 @@ async def run_worker(
             engine=engine,
             executor=executor,
             metrics=metrics,
+            encode_executor=encode_executor,
             speaker_encoder=speaker_encoder,
             aigc_label=settings.aigc_explicit_label,
             aigc_producer=settings.aigc_producer,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.audio import Mp3Stream, Pcm, decode_audio
+from common.audio import Mp3Encoder, Pcm, decode_audio
 from events.audio import Superseded, read_audio, to_s16le
 from events.records import TaskRecord, TaskStatus
 from storage.objects import ObjectNotFound
@@ -107,16 +107,17 @@ class StreamEncoder:
             raise ValueError(f"stream format must be one of {STREAM_FORMATS}")
         self._executor = gateway.audio_executor
         self.audio_format = audio_format
-        self._mp3: Mp3Stream | None = None
+        self._mp3: Mp3Encoder | None = None
 
     async def encode(self, pcm: Pcm) -> bytes:
         if self.audio_format == "pcm":
             return to_s16le(pcm)
         if self._mp3 is None:
-            self._mp3 = Mp3Stream(pcm.sample_rate_hz)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._mp3.encode, pcm)
+            self._mp3 = Mp3Encoder(pcm.sample_rate_hz)
+        frames = await asyncio.get_running_loop().run_in_executor(self._executor, self._mp3.encode, pcm)
+        return b"".join(frames)
 
     async def finish(self) -> bytes:
         if self._mp3 is None:
             return b""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._mp3.finish)
+        return b"".join(await asyncio.get_running_loop().run_in_executor(self._executor, self._mp3.finish))
