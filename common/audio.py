@@ -321,11 +321,10 @@ class Mp3Encoder:
     def _frames(self, packets: list[av.Packet]) -> list[bytes]:
         for packet in packets:
             skip = packet.get_sidedata("skip_samples")
-            if skip:
+            if skip:  # the first packet's says the priming, the last one's the padding (maybe both)
                 if self._priming is None:
                     self._priming = skip
-                else:
-                    self._padding = skip
+                self._padding = skip
         return [bytes(packet) for packet in packets]
 
 

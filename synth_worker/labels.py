@@ -203,19 +203,18 @@ def scaled(label: Pcm, gain_db: float) -> Pcm:
     return Pcm((label.samples * gain).astype(np.float32, copy=False), label.sample_rate_hz)
 
 
-def label_tail(speech: Pcm, kind: str, *, pause_samples: int | None = None) -> Pcm | None:
-    """What follows `speech` when the label goes at the end: a pause (GAP_S unless `pause_samples`
-    says otherwise), then the audible label of `kind` matched to the speech's loudness. None for
-    `none`. A stream sends it after the speech."""
+def label_tail(speech: Pcm, kind: str) -> Pcm | None:
+    """What follows `speech` when the label goes at the end: GAP_S of silence, then the audible label
+    of `kind` matched to the speech's loudness. None for `none`. A stream sends it after the speech."""
     label = explicit_label_at(kind, speech.sample_rate_hz)
     if label is None:
         return None
-    pause = np.zeros(
-        round(GAP_S * speech.sample_rate_hz) if pause_samples is None else pause_samples, np.float32
-    )
-    return Pcm(
-        np.concatenate([pause, scaled(label, label_gain_db(label, speech)).samples]), speech.sample_rate_hz
-    )
+    return paused(scaled(label, label_gain_db(label, speech)), round(GAP_S * speech.sample_rate_hz))
+
+
+def paused(label: Pcm, pause_samples: int) -> Pcm:
+    """`label` after `pause_samples` of silence."""
+    return Pcm(np.concatenate([np.zeros(pause_samples, np.float32), label.samples]), label.sample_rate_hz)
 
 
 _at_rate_lock = threading.Lock()

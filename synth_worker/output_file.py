@@ -42,6 +42,7 @@ from synth_worker.labels import (
     implicit_metadata,
     label_gain_db,
     label_tail,
+    paused,
     scaled,
 )
 
@@ -74,10 +75,13 @@ class OutputFile:
         self._frames: list[bytes] = []
         self._encoded_samples = 0
 
-    def add(self, piece: Pcm) -> None:
-        """Queue a piece of the speech for `encode_pending` (only MP3 files are encoded as they come)."""
-        if self._as_it_comes(piece):
-            self._pending.put(piece)
+    def add(self, piece: Pcm) -> bool:
+        """Queue a piece of the speech for `encode_pending`; whether it was (only MP3 files are
+        encoded as they come)."""
+        if not self._as_it_comes(piece):
+            return False
+        self._pending.put(piece)
+        return True
 
     def encode_pending(self) -> None:
         """Encode the pieces queued so far, in order (blocking)."""
@@ -100,13 +104,14 @@ class OutputFile:
             assert self._encoder is not None
             self._frames.extend(self._encoder.finish())
             spoken = self._encoder.run(self._frames)
-            tail_run = encoded_tail(speech, self.aigc_label)
-            if tail_run is None:
+            label = explicit_label_at(self.aigc_label, speech.sample_rate_hz)
+            if label is None:
                 return LabelledAudio(mux_mp3([spoken], metadata=self._metadata), speech.duration_s, None)
+            gain_db = label_gain_db(label, speech)
+            audio = mux_mp3([spoken, encoded_tail(self.aigc_label, label, gain_db)], metadata=self._metadata)
+            # The join plays the speech run's padding as pause, so the stream's tail has it too.
             pause = round(GAP_S * speech.sample_rate_hz) + spoken.padding_samples
-            tail = label_tail(speech, self.aigc_label, pause_samples=pause)
-            assert tail is not None
-            audio = mux_mp3([spoken, tail_run], metadata=self._metadata)
+            tail = paused(scaled(label, gain_db), pause)
             return LabelledAudio(audio, speech.duration_s + tail.duration_s, tail)
 
     def _as_it_comes(self, pcm: Pcm) -> bool:
@@ -143,14 +148,11 @@ _TAILS: OrderedDict[tuple[str, int, float], Mp3Run] = OrderedDict()  # least rec
 _priming: dict[int, int] = {}  # rate -> the encoder's priming, in samples
 
 
-def encoded_tail(speech: Pcm, kind: str) -> Mp3Run | None:
-    """The MP3 run of `speech`'s label tail without the pause that the join supplies (the speech
-    run's padding and this run's priming); encoded on first use, then kept. None for `none`."""
-    label = explicit_label_at(kind, speech.sample_rate_hz)
-    if label is None:
-        return None
-    rate_hz = speech.sample_rate_hz
-    gain_db = label_gain_db(label, speech)
+def encoded_tail(kind: str, label: Pcm, gain_db: float) -> Mp3Run:
+    """The MP3 run of `label` (the audible label `kind` at its speech's rate) at `gain_db`, after
+    the pause that the join does not supply (GAP_S less this run's priming); encoded on first use,
+    then kept."""
+    rate_hz = label.sample_rate_hz
     key = (kind, rate_hz, gain_db)
     with _tails_lock:
         kept = _TAILS.get(key)
@@ -159,8 +161,8 @@ def encoded_tail(speech: Pcm, kind: str) -> Mp3Run | None:
             return kept
         if rate_hz not in _priming:
             _priming[rate_hz] = encode_mp3_run(Pcm(np.zeros(1, np.float32), rate_hz)).priming_samples
-        pause = np.zeros(max(0, round(GAP_S * rate_hz) - _priming[rate_hz]), np.float32)
-        run = encode_mp3_run(Pcm(np.concatenate([pause, scaled(label, gain_db).samples]), rate_hz))
+        pause = max(0, round(GAP_S * rate_hz) - _priming[rate_hz])
+        run = encode_mp3_run(paused(scaled(label, gain_db), pause))
         _TAILS[key] = run
         while len(_TAILS) > TAILS_KEPT:
             _TAILS.popitem(last=False)
@@ -187,9 +189,9 @@ class FileEncoding:
         await asyncio.gather(*self._running, return_exceptions=True)
 
     def add(self, piece: Pcm) -> None:
-        self._output.add(piece)
-        loop = asyncio.get_running_loop()
-        self._running.append(loop.run_in_executor(self._executor, self._output.encode_pending))
+        if self._output.add(piece):
+            loop = asyncio.get_running_loop()
+            self._running.append(loop.run_in_executor(self._executor, self._output.encode_pending))
 
     async def finish(self, speech: Pcm) -> LabelledAudio:
         await asyncio.gather(*self._running)
